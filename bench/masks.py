@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+# pycocotools' decode trips numpy 2's copy-keyword deprecation; harmless and noisy
+warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:

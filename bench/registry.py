@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -22,6 +23,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}  # name -> "module:attr", imported on first use (keeps start-up light)
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
         """Decorator: register the decorated object under `name` (and optional aliases)."""
@@ -31,24 +33,34 @@ class Registry(Generic[T]):
                 if key in self._entries and self._entries[key] is not obj:
                     raise ValueError(f"{self.kind} {key!r} is already registered")
                 self._entries[key] = obj
+                self._lazy.pop(key, None)
             return obj
 
         return decorate
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register `name` as "module:attr", imported only when the entry is first asked for."""
+        self._lazy[name] = target
+
     def get(self, name: str) -> T:
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, self._entries, n=3)
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            known = ", ".join(sorted(self._entries))
-            raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Known: {known}") from None
+        if name in self._lazy:
+            module_name, attr = self._lazy[name].split(":")
+            module = importlib.import_module(module_name)  # usually registers `name` itself
+            if name not in self._entries:
+                self._entries[name] = getattr(module, attr)
+            self._lazy.pop(name, None)
+            return self._entries[name]
+        close = difflib.get_close_matches(name, self.names(), n=3)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}")
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted({*self._entries, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

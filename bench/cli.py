@@ -1,0 +1,203 @@
+"""`python -m bench` / `bench`: list, run, score, report, data, train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+EPILOG = """examples:
+  bench list
+  bench run --suite synthref --model oracle
+  bench run --suite refcoco refcoco+ --model genmask --data-root DATA --device cuda --batch-size 32
+  bench run --suite synthref --model genmask --model-arg steps=4 --out results/runs/gm4 --resume
+  bench score --suite synthref --split val --predictions results/runs/gm4/predictions.jsonl
+  bench report --results results
+  bench data synth --out /tmp/synth
+  bench train --model genmask --preset tiny --stage dit
+"""
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        parsed[key] = value
+    return parsed
+
+
+def _add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("protocol (recorded with every result; see README)")
+    group.add_argument("--empty-iou", type=float, default=1.0, choices=[0.0, 1.0],
+                       help="IoU of a sample whose gt and prediction are both empty (LISA: 1.0, mmdetection: 0.0)")
+    group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
+    group.add_argument("--suite-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="suite option, e.g. texts=all (ReasonSeg: score every text), split_by=google")
+
+
+def _protocol(args: argparse.Namespace):
+    from bench.metrics import Protocol
+
+    return Protocol(empty_union_iou=args.empty_iou, bootstrap=args.bootstrap)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="show suites, models and their splits")
+
+    run = sub.add_parser("run", help="evaluate a model on suites", formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="Data root: --data-root or $BENCH_DATA_ROOT (layout in README). Synthetic suites need none.")
+    run.add_argument("--suite", nargs="+", required=True, help="one or more suites (see `bench list`)")
+    run.add_argument("--model", required=True, help="a registered model (see `bench list`)")
+    run.add_argument("--split", nargs="+", help="splits to evaluate (default: every split but train)")
+    run.add_argument("--data-root", help="root of the real datasets (default: $BENCH_DATA_ROOT)")
+    run.add_argument("--checkpoint", help="model checkpoint directory (default: the model's own)")
+    run.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. steps=4")
+    run.add_argument("--limit", type=int, help="evaluate only the first N samples of each split")
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 where the model supports it)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", help="run directory (default: results/runs/<time>_<model>_<suites>)")
+    run.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
+    run.add_argument("--strict", action="store_true", help="stop with exit code 3 at the first failed sample")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_protocol_args(run)
+
+    score = sub.add_parser("score", help="score a predictions file without a model")
+    score.add_argument("--suite", required=True)
+    score.add_argument("--split", required=True)
+    score.add_argument("--predictions", required=True, type=Path, help="JSONL: sample_id + segmentation (COCO RLE)")
+    score.add_argument("--data-root")
+    score.add_argument("--out", type=Path, help="output run directory (default: results/runs/<time>_score_...)")
+    _add_protocol_args(score)
+
+    report = sub.add_parser("report", help="regenerate REPORT.md, tables and plots from run directories")
+    report.add_argument("--results", type=Path, default=Path("results"))
+
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write the synthetic suites (refer + ReasonSeg formats) to a directory")
+    synth.add_argument("--out", type=Path, required=True)
+
+    train = sub.add_parser("train", help="train a model (arguments after --model go to its trainer; see --model M --help)",
+                           add_help=False)
+    train.add_argument("--model", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return COMMANDS[args.command](args, rest)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyError as exc:  # unknown registry names carry a "did you mean" message
+        from bench.registry import UnknownNameError
+
+        if isinstance(exc, UnknownNameError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
+    from tabulate import tabulate
+
+    from bench.models import MODELS
+    from bench.suites import SUITES
+
+    rows = []
+    for name in SUITES.names():
+        suite = SUITES.get(name)
+        rows.append([name, ", ".join(suite.splits), "synthetic (embedded)" if suite.synthetic else "real (--data-root)"])
+    print(tabulate(rows, headers=["suite", "splits", "data"], tablefmt="simple"))
+    print()
+    print(tabulate([[name] for name in MODELS.names()], headers=["model"], tablefmt="simple"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    from bench.runner import Runner, RunSpec
+
+    spec = RunSpec(
+        suites=args.suite, model=args.model, splits=args.split, data_root=args.data_root,
+        checkpoint=args.checkpoint, model_args=_key_values(args.model_arg, "--model-arg"),
+        suite_args=_key_values(args.suite_arg, "--suite-arg"), limit=args.limit, batch_size=args.batch_size,
+        device=args.device, seed=args.seed, out=args.out, resume=args.resume, strict=args.strict,
+        protocol=_protocol(args), progress=not args.no_progress,
+    )
+    if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1):
+        raise BenchError("--batch-size and --limit must be positive")
+    runner = Runner(spec)
+    results = runner.run()
+    if runner.proc.is_main:
+        for metrics in results.values():
+            print_metrics(metrics)
+        for warning in sorted(set(runner.run_warnings)):
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
+    from bench.scoring import score_predictions
+
+    out, metrics = score_predictions(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
+                                     suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args))
+    print_metrics(metrics)
+    print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
+    from bench.report import build_report
+
+    path = build_report(args.results)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
+    from bench.synth.build import build_synth
+
+    path = build_synth(args.out)
+    print(f"wrote the synthetic suites to {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.model != "genmask":
+        raise BenchError(f"no trainer for model {args.model!r}; trainable: genmask")
+    from genmask.train import cli_main
+
+    return cli_main(rest)
+
+
+def print_metrics(metrics: dict) -> None:
+    """A small table: one row per split, percentages."""
+    from tabulate import tabulate
+
+    rows = []
+    for split, m in metrics["splits"].items():
+        pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        ci = m.get("ciou_ci95")
+        rows.append([split, m["n"], m["n_failed"], pct(m["ciou"]), f"[{pct(ci[0])}, {pct(ci[1])}]" if ci else "-",
+                     pct(m["giou"]), *(pct(m.get(f"prec@{x}")) for x in (0.5, 0.7, 0.9))])
+    print(f"\n{metrics['suite']} / {metrics['model']}")
+    print(tabulate(rows, headers=["split", "n", "failed", "cIoU %", "95% CI", "gIoU %", "P@0.5", "P@0.7", "P@0.9"],
+                   tablefmt="simple"))
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "score": cmd_score, "report": cmd_report, "data": cmd_data,
+            "train": cmd_train}

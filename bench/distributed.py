@@ -1,0 +1,62 @@
+"""Process-group helpers: the same code runs alone, under torchrun, or under `accelerate launch`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ProcessInfo:
+    """This process's place among the launched ones; rank 0 merges and writes the final files."""
+
+    rank: int = 0
+    world_size: int = 1
+    _state: Any = None  # accelerate.PartialState when world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's value, on every rank."""
+        if self._state is None:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
+    def shard(self, items: list) -> list:
+        """Round-robin share of `items` for this rank: every item exactly once, no padding."""
+        return items[self.rank :: self.world_size]
+
+
+def init_processes(device: str) -> ProcessInfo:
+    """Join the process group set up by torchrun/accelerate (gloo on CPU, nccl on CUDA); no-op alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ProcessInfo()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return ProcessInfo(rank=state.process_index, world_size=state.num_processes, _state=state)
+
+
+def local_device(device: str) -> str:
+    """`cuda` becomes this process's own GPU (LOCAL_RANK) under a launcher."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
+def gather(info: ProcessInfo, value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order (a one-element list when alone)."""
+    if info._state is None:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])

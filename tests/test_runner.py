@@ -1,0 +1,263 @@
+"""End-to-end: run, score, resume, failures and sharding on a tiny refer-format dataset the test writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.cli import main
+from bench.masks import decode_rle
+from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore:suite refcoco split")  # the tiny fixture is not the real size
+
+
+def _square(x: int, y: int, size: int) -> list[float]:
+    return [x, y, x + size, y, x + size, y + size, x, y + size]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """A RefCOCO-layout dataset: 6 images, one or two refs each, splits val/testA/testB."""
+    root = tmp_path_factory.mktemp("data")
+    refer = root / "refer_seg"
+    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
+    image_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images, annotations, refs = [], [], []
+    sent_id = 100
+    for image_id in range(1, 7):
+        h, w = 40 + 4 * image_id, 48
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(image_dir / coco_image_name(image_id))
+        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": h, "width": w})
+        for k in range(1 + image_id % 2):
+            ann_id = image_id * 10 + k
+            annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                                "segmentation": [_square(4 + 16 * k, 6, 10 + image_id)], "bbox": [0, 0, 1, 1], "area": 1})
+            split = ["val", "testA", "testB"][image_id % 3]
+            sentences = [(sent_id, f"thing {image_id} {k}"), (sent_id + 1, f"object {image_id} {k}")]
+            sent_id += 2
+            refs.append(make_ref(ann_id, ann_id, image_id, 1, split, sentences))
+    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
+    return root
+
+
+def _run(tmp_path: Path, data_root: Path, *extra: str, name: str = "run") -> tuple[int, Path]:
+    out = tmp_path / name
+    code = main(["run", "--suite", "refcoco", "--data-root", str(data_root), "--out", str(out), "--no-progress",
+                 "--bootstrap", "50", *extra])
+    return code, out
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_oracle_scores_one_and_empty_zero(tmp_path, data_root):
+    code, out = _run(tmp_path, data_root, "--model", "oracle", name="oracle")
+    assert code == 0
+    splits = _metrics(out)["splits"]
+    assert set(splits) == {"val", "testA", "testB"}
+    for m in splits.values():
+        assert m["ciou"] == 1.0 and m["giou"] == 1.0 and m["n_failed"] == 0
+    code, out = _run(tmp_path, data_root, "--model", "empty", name="empty")
+    assert code == 0
+    for m in _metrics(out)["splits"].values():
+        assert m["ciou"] == 0.0 and m["giou"] == 0.0
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["model"] == "empty" and run["protocol"]["empty_union_iou"] == 1.0
+    assert run["timings"]["samples"] == sum(m["n"] for m in _metrics(out)["splits"].values())
+
+
+def test_predictions_file_holds_every_sample_at_original_size(tmp_path, data_root):
+    code, out = _run(tmp_path, data_root, "--model", "center", "--split", "val", "testA")
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    from bench.suites import SUITES
+
+    suite = SUITES.get("refcoco")(data_root=data_root)
+    expected = [s for split in ("val", "testA") for s in suite.samples(split)]
+    assert [r["sample_id"] for r in lines] == [s.sample_id for s in expected]
+    for record, sample in zip(lines, expected):
+        assert decode_rle(record["segmentation"]).shape == (sample.height, sample.width)
+        assert record["status"] == "ok" and record["error"] is None
+
+
+def test_score_reproduces_run_metrics(tmp_path, data_root):
+    _, out = _run(tmp_path, data_root, "--model", "center", "--split", "val")
+    code = main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(out / "predictions.jsonl"),
+                 "--data-root", str(data_root), "--out", str(tmp_path / "scored"), "--bootstrap", "50"])
+    assert code == 0
+    assert _metrics(tmp_path / "scored") == {**_metrics(out), "model": "predictions"}
+
+
+def test_score_counts_missing_as_failed_and_ignores_other_ids(tmp_path, data_root):
+    _, out = _run(tmp_path, data_root, "--model", "oracle", "--split", "val", "testA")
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    val = [line for line in lines if json.loads(line)["split"] == "val"]
+    others = [json.loads(line) for line in lines if json.loads(line)["split"] != "val"]
+    subset = tmp_path / "subset.jsonl"  # drop one val line; keep testA lines without their split field
+    subset.write_text("\n".join(val[1:] + [json.dumps({"sample_id": r["sample_id"], "segmentation": r["segmentation"]})
+                                           for r in others]) + "\n")
+    with pytest.warns(UserWarning, match=f"{len(others)} predictions .* not in refcoco/val"):
+        main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(subset),
+              "--data-root", str(data_root), "--out", str(tmp_path / "s"), "--bootstrap", "0"])
+    m = _metrics(tmp_path / "s")["splits"]["val"]
+    assert m["n"] == len(val) and m["n_failed"] == 1
+    assert m["giou"] == pytest.approx((len(val) - 1) / len(val))
+    assert m["ciou"] < 1.0  # the missing sample's ground truth stays in the union
+
+
+def test_score_rejects_malformed_and_duplicated_lines(tmp_path, data_root, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"sample_id": "100", "segmentation": null}\n{not json\n')
+    code = main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(bad), "--data-root", str(data_root)])
+    assert code == 2 and f"{bad}:2" in capsys.readouterr().err
+    bad.write_text('{"sample_id": "100", "segmentation": null}\n{"sample_id": "100", "segmentation": null}\n')
+    code = main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(bad), "--data-root", str(data_root)])
+    assert code == 2 and "duplicated sample_id '100'" in capsys.readouterr().err
+
+
+def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
+    code = main(["run", "--suite", "refcoco", "--model", "oracle", "--data-root", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path / "nowhere") in err and "refs(unc).p" in err
+
+
+def test_unknown_model_suggests_a_name(tmp_path, data_root, capsys):
+    code = main(["run", "--suite", "refcoco", "--model", "oracel", "--data-root", str(data_root), "--out", str(tmp_path / "o")])
+    assert code == 2 and "did you mean 'oracle'" in capsys.readouterr().err.lower()
+
+
+def test_corrupt_image_fails_that_sample_only_and_strict_stops(tmp_path, data_root):
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(data_root), str(broken)], check=True)
+    image_dir = broken / "refer_seg" / "images" / "mscoco" / "images" / "train2014"
+    (image_dir / coco_image_name(3)).write_bytes(b"not an image")  # image 3 is in val
+    code, out = _run(tmp_path, broken, "--model", "oracle", "--split", "val")
+    assert code == 0
+    m = _metrics(out)["splits"]["val"]
+    failed = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines() if '"failed"' in x]
+    assert m["n_failed"] == len(failed) == 4  # image 3 has two refs of two sentences each
+    assert all("cannot read image" in r["error"] for r in failed)
+    assert m["ciou"] < 1.0
+    assert any("failed" in w for w in json.loads((out / "run.json").read_text())["warnings"])
+    code, _ = _run(tmp_path, broken, "--model", "oracle", "--split", "val", "--strict", name="strict")
+    assert code == 3
+
+
+def test_bad_model_outputs_fail_their_samples(tmp_path, data_root, monkeypatch):
+    from bench.models import trivial
+
+    calls = {"n": 0}
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        outputs = []
+        for x in batch:
+            h, w = x.image.shape[:2]
+            sid = int(x.sample.sample_id)
+            if sid % 3 == 0:
+                outputs.append(np.zeros((h + 1, w), dtype=bool))  # wrong shape
+            elif sid % 3 == 1:
+                outputs.append(np.full((h, w), np.nan))  # NaN
+            else:
+                outputs.append(np.full((h, w), 0.9))  # probabilities: thresholded at 0.5
+        return outputs
+
+    monkeypatch.setattr(trivial.FullModel, "predict", flaky)
+    _, out = _run(tmp_path, data_root, "--model", "full", "--split", "val")
+    records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    for r in records:
+        sid = int(r["sample_id"])
+        if sid % 3 == 0:
+            assert r["status"] == "failed" and "shape" in r["error"]
+        elif sid % 3 == 1:
+            assert r["status"] == "failed" and "NaN" in r["error"]
+        else:
+            assert r["status"] == "ok" and r["area"] > 0
+
+
+def test_existing_run_needs_resume_and_same_config(tmp_path, data_root, capsys):
+    _, out = _run(tmp_path, data_root, "--model", "empty", "--split", "val")
+    code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val")
+    assert code == 1 and "--resume" in capsys.readouterr().err
+    code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--seed", "3", "--resume")
+    assert code == 1 and "seed" in capsys.readouterr().err
+    code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--resume")
+    assert code == 0  # a finished run resumes as a no-op with the same metrics
+
+
+SLOW_MODEL_SCRIPT = """
+import sys, time
+from bench.models import MODELS
+from bench.models.trivial import CenterModel
+
+@MODELS.register("slow-center")
+class SlowCenter(CenterModel):
+    name = "slow-center"
+    def predict(self, batch):
+        time.sleep(0.15)
+        return super().predict(batch)
+
+from bench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _bench_subprocess(script: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, data_root):
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_MODEL_SCRIPT)
+    common = ["run", "--suite", "refcoco", "--model", "slow-center", "--data-root", str(data_root), "--batch-size", "1",
+              "--no-progress", "--bootstrap", "50"]
+    full = _bench_subprocess(script, *common, "--out", str(tmp_path / "full"))
+    assert full.wait(timeout=120) == 0, full.stderr.read().decode()
+
+    killed = _bench_subprocess(script, *common, "--out", str(tmp_path / "killed"))
+    predictions = tmp_path / "killed" / "predictions.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not predictions.exists() or len(predictions.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    n_before = len(predictions.read_text().splitlines())
+    total = len((tmp_path / "full" / "predictions.jsonl").read_text().splitlines())
+    assert 4 <= n_before < total
+
+    resumed = _bench_subprocess(script, *common, "--out", str(tmp_path / "killed"), "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
+    assert predictions.read_text() == (tmp_path / "full" / "predictions.jsonl").read_text()
+    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "full")
+    assert json.loads((tmp_path / "killed" / "run.json").read_text())["resumed"] == 1
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_equals_single_process(tmp_path, data_root):
+    common = ["-m", "bench", "run", "--suite", "refcoco", "--model", "center", "--data-root", str(data_root),
+              "--batch-size", "2", "--no-progress", "--bootstrap", "50"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True)
+    assert single.returncode == 0, single.stderr.decode()
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                            *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, timeout=300)
+    assert multi.returncode == 0, multi.stderr.decode()[-3000:]
+    assert (tmp_path / "two" / "predictions.jsonl").read_text() == (tmp_path / "one" / "predictions.jsonl").read_text()
+    assert _metrics(tmp_path / "two") == _metrics(tmp_path / "one")
+    assert not list((tmp_path / "two").glob("*.rank*.jsonl"))
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
