@@ -1,0 +1,103 @@
+"""The restricted refs(*.p) reader: plain data loads, anything that imports or calls is refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bench.errors import DataFormatError
+from bench.safe_pickle import load_refs_pickle
+from bench.suites.writers import make_ref
+
+
+class Python2StrPickler(pickle._Pickler):
+    """Writes bytes as Python 2 `str` (SHORT_BINSTRING), as the real refs files contain."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_python2_str(self, obj: bytes) -> None:
+        self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_python2_str
+
+
+class RunsShellOnLoad:
+    """A pickle payload that would create `marker` through os.system when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_pickle(path: Path, obj: object) -> Path:
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    return path
+
+
+def test_plain_refs_round_trip(tmp_path):
+    refs = [make_ref(1, 10, 100, 3, "val", [(7, "the man"), (8, "left guy")])]
+    assert load_refs_pickle(write_pickle(tmp_path / "refs(unc).p", refs)) == refs
+
+
+def test_python2_byte_strings_are_decoded(tmp_path):
+    ref = {
+        b"ref_id": 1,
+        b"ann_id": 2,
+        b"image_id": 3,
+        b"split": b"testA",
+        b"sentences": [
+            {b"sent_id": 4, b"sent": "café".encode()},
+            {b"sent_id": 5, b"sent": "naïve".encode("latin-1")},
+        ],
+    }
+    path = tmp_path / "refs(unc).p"
+    with open(path, "wb") as f:
+        Python2StrPickler(f, protocol=2).dump([ref])
+    (loaded,) = load_refs_pickle(path)
+    assert loaded["split"] == "testA"
+    assert [s["sent"] for s in loaded["sentences"]] == ["café", "naïve"]
+
+
+def test_pickle_calling_os_system_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = write_pickle(tmp_path / "evil.p", [RunsShellOnLoad(marker)])
+    with pytest.raises(DataFormatError) as info:
+        load_refs_pickle(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"{os.system.__module__}.system" in message
+    assert not marker.exists()
+
+
+def test_pickle_of_a_class_instance_is_refused(tmp_path):
+    path = write_pickle(tmp_path / "refs.p", [Path("x")])
+    with pytest.raises(DataFormatError, match="refusing pickled global pathlib"):
+        load_refs_pickle(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle at all", None])
+def test_truncated_or_garbage_file_names_the_file(tmp_path, content):
+    path = tmp_path / "refs(unc).p"
+    if content is None:  # a valid pickle cut in half
+        content = pickle.dumps([make_ref(1, 2, 3, 4, "val", [(5, "a dog")])], protocol=2)[:40]
+    path.write_bytes(content)
+    with pytest.raises(DataFormatError, match=r"refs\(unc\)\.p: not a readable pickle"):
+        load_refs_pickle(path)
+
+
+def test_structure_errors_name_the_entry(tmp_path):
+    good = make_ref(1, 2, 3, 4, "val", [(5, "a dog")])
+    lacks_ann = {k: v for k, v in good.items() if k != "ann_id"}
+    with pytest.raises(DataFormatError, match="entry 1 lacks ann_id"):
+        load_refs_pickle(write_pickle(tmp_path / "a.p", [good, lacks_ann]))
+    bad_sentence = {**good, "sentences": [{"sent_id": 9}]}
+    with pytest.raises(DataFormatError, match="entry 0, sentence 0"):
+        load_refs_pickle(write_pickle(tmp_path / "b.p", [bad_sentence]))
+    with pytest.raises(DataFormatError, match="expected a list"):
+        load_refs_pickle(write_pickle(tmp_path / "c.p", {"refs": []}))
