@@ -32,7 +32,7 @@ REASONSEG_LAYOUT = """\
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 TEXT_MODES = ("first", "all")
-SPLIT_DIRECTORIES = {"val": "val", "test": "test", "test-short": "test", "test-long": "test"}
+SPLIT_DIRECTORIES = {"train": "train", "val": "val", "test": "test", "test-short": "test", "test-long": "test"}
 LONG_SENTENCE_FILTER = {"test-short": False, "test-long": True}  # split -> required is_sentence
 
 

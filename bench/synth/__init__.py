@@ -1,0 +1,38 @@
+"""Embedded synthetic data: shape scenes with verified referring expressions and reasoning queries."""
+
+from bench.synth.build import GENERATOR_VERSION, SynthConfig, build_synth, ensure_synth, fingerprint
+from bench.synth.language import (
+    Expression,
+    Query,
+    TrainSample,
+    caption,
+    iter_captions,
+    iter_training_samples,
+    reasoning_queries,
+    referring_expressions,
+    vocabulary,
+)
+from bench.synth.scenes import COLOURS, SHAPES, SIZES, Scene, SceneObject, generate_scene
+
+__all__ = [
+    "COLOURS",
+    "GENERATOR_VERSION",
+    "SHAPES",
+    "SIZES",
+    "Expression",
+    "Query",
+    "Scene",
+    "SceneObject",
+    "SynthConfig",
+    "TrainSample",
+    "build_synth",
+    "caption",
+    "ensure_synth",
+    "fingerprint",
+    "generate_scene",
+    "iter_captions",
+    "iter_training_samples",
+    "reasoning_queries",
+    "referring_expressions",
+    "vocabulary",
+]
