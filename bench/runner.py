@@ -308,7 +308,7 @@ class Runner:
             ok = [r for r in recs if r["status"] == "ok"]
             if ok and all(r.get("area") == 0 for r in ok):
                 self.run_warnings.append(f"{suite.name}/{split}: every predicted mask is empty")
-        _write_json(out / artifact("metrics", suite.name, several), metrics)
+        write_json(out / artifact("metrics", suite.name, several), metrics)
         return metrics
 
     def _write_run_json(self, out: Path, model: SegModel, suites, status: str, created: str | None = None,
@@ -340,7 +340,7 @@ class Runner:
                 "timings": {**(timings or {}), "model_breakdown_s": model_timings or {}},
                 "throughput_samples_per_s": (samples / seconds) if seconds else None,
             }
-            _write_json(path, record)
+            write_json(path, record)
         return created
 
 
@@ -367,7 +367,8 @@ def _sum_timings(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename): a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +12,7 @@ from bench.masks import decode_rle
 from bench.metrics import Protocol, intersection_union, sample_iou
 from bench.predictions import read_predictions, write_records
 from bench.provenance import git_commit, now_iso, package_versions
-from bench.runner import score_records
+from bench.runner import score_records, write_json
 from bench.suites import SUITES, Sample
 
 
@@ -50,8 +48,8 @@ def score_predictions(
     out = Path(out) if out else Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}_score_{predictions.stem}_{suite_name}"
     out.mkdir(parents=True, exist_ok=True)
     write_records(out / "predictions.jsonl", records)
-    _write_json(out / "metrics.json", metrics)
-    _write_json(out / "run.json", {
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "run.json", {
         "suites": [suite_name],
         "splits": {suite_name: [split]},
         "model": "predictions",
@@ -96,8 +94,3 @@ def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol
         "area": int(mask.sum()) if mask is not None else 0,
     }
 
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
