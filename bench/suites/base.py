@@ -38,11 +38,12 @@ class Sample:
 
     def load_image(self) -> np.ndarray:
         """The RGB image as uint8 HxWx3; raises SampleError if it is missing or corrupt."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         try:
             with Image.open(self.image_path) as img:
-                array = np.asarray(img.convert("RGB"))
+                # EXIF orientation applied, as cv2.imread (LISA) and LabelMe (the annotations) do
+                array = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise SampleError(f"cannot read image {self.image_path}: {exc}") from exc
         if array.shape[:2] != (self.height, self.width):
