@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return COMMANDS[args.command](args, rest)
+        return COMMANDS[args.command](args, rest, " ".join(["python -m bench", *map(shlex.quote, argv)]))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from tabulate import tabulate
 
     from bench.models import MODELS
@@ -128,7 +129,7 @@ def cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.runner import Runner, RunSpec
 
     spec = RunSpec(
@@ -140,7 +141,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     )
     if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1):
         raise BenchError("--batch-size and --limit must be positive")
-    runner = Runner(spec)
+    runner = Runner(spec, command=command)
     results = runner.run()
     if runner.proc.is_main:
         for metrics in results.values():
@@ -150,17 +151,18 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.scoring import score_predictions
 
     out, metrics = score_predictions(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
-                                     suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args))
+                                     suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
+                                     command=command)
     print_metrics(metrics)
     print(f"wrote {out / 'metrics.json'}")
     return 0
 
 
-def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_report(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.report import build_report
 
     path = build_report(args.results)
@@ -168,7 +170,7 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_data(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.synth.build import build_synth
 
     path = build_synth(args.out)
@@ -176,7 +178,7 @@ def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_train(args: argparse.Namespace, rest: list[str], command: str) -> int:
     if args.model != "genmask":
         raise BenchError(f"no trainer for model {args.model!r}; trainable: genmask")
     from genmask.train import cli_main

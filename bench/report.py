@@ -504,6 +504,7 @@ def _runs_section(runs: list[Run]) -> list[str]:
         fingerprints = info.get("dataset_fingerprints") or {}
         lines += [f"### [{_md(run.name)}]({run.link})", ""]
         facts = [
+            ("command", f"`{info['command']}`" if info.get("command") else None),
             ("model", info["model"] + (f" (label: {info['label']})" if info.get("label") else "")),
             ("suites", ", ".join(info["suites"])),
             ("created", info.get("created")),

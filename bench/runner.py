@@ -96,8 +96,9 @@ def to_binary_mask(mask: Any, height: int, width: int) -> np.ndarray:
 class Runner:
     """Evaluates one model on the spec's suites and splits, writing the run directory."""
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, command: str | None = None):
         self.spec = spec
+        self.command = command  # the command line that made this run, recorded in run.json
         self.proc: ProcessInfo = init_processes(spec.device)
         self.timings = {"data_s": 0.0, "model_s": 0.0, "metric_s": 0.0, "samples": 0}
         self.run_warnings: list[str] = []
@@ -321,6 +322,7 @@ class Runner:
             seconds = sum((timings or {}).get(k, 0.0) for k in ("data_s", "model_s", "metric_s"))
             record = {
                 "spec": self.spec.record(),
+                "command": self.command or previous.get("command"),
                 "suites": self.spec.suites,
                 "splits": {suite.name: list(splits) for suite, splits in suites},
                 "model": self.spec.model,

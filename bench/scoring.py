@@ -24,6 +24,7 @@ def score_predictions(
     data_root: str | None = None,
     suite_args: dict[str, str] | None = None,
     protocol: Protocol | None = None,
+    command: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Score `predictions` on one split; writes a run directory (run.json, predictions.jsonl, metrics.json)."""
     protocol = protocol or Protocol()
@@ -53,6 +54,7 @@ def score_predictions(
         "suites": [suite_name],
         "splits": {suite_name: [split]},
         "model": "predictions",
+        "command": command,
         "label": predictions.stem,
         "model_config": {"predictions": str(predictions)},
         "protocol": {**protocol.to_dict(), suite_name: suite.protocol()},

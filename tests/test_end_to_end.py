@@ -45,6 +45,7 @@ def test_run_json_records_protocol_and_provenance(results):
     assert run["protocol"]["synthreason"]["texts"] == "first"
     assert set(run["dataset_fingerprints"]) == {"synthref", "synthreason"}
     assert run["versions"]["numpy"] and run["git_commit"]
+    assert run["command"].startswith("python -m bench run --suite synthref synthreason --model oracle")
     assert run["timings"]["samples"] == 40 * 5
 
 

@@ -254,7 +254,7 @@ def test_two_process_torchrun_equals_single_process(tmp_path, data_root):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True)
     assert single.returncode == 0, single.stderr.decode()
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                             *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, timeout=300)
     assert multi.returncode == 0, multi.stderr.decode()[-3000:]
     assert (tmp_path / "two" / "predictions.jsonl").read_text() == (tmp_path / "one" / "predictions.jsonl").read_text()
