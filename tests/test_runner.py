@@ -261,3 +261,16 @@ def test_two_process_torchrun_equals_single_process(tmp_path, data_root):
     assert _metrics(tmp_path / "two") == _metrics(tmp_path / "one")
     assert not list((tmp_path / "two").glob("*.rank*.jsonl"))
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
+
+
+def test_replay_model_reproduces_a_runs_predictions(tmp_path, data_root):
+    _, source = _run(tmp_path, data_root, "--model", "center", "--split", "val", name="source")
+    _, replayed = _run(tmp_path, data_root, "--model", "replay", "--split", "val",
+                       "--model-arg", f"predictions={source / 'predictions.jsonl'}", name="replayed")
+    assert _metrics(replayed)["splits"] == _metrics(source)["splits"]
+    first = (source / "predictions.jsonl").read_text().splitlines()
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(first[1:]) + "\n")  # the first sample has no prediction: it fails alone
+    _, out = _run(tmp_path, data_root, "--model", "replay", "--split", "val", "--model-arg", f"predictions={partial}",
+                  name="partial")
+    assert _metrics(out)["splits"]["val"]["n_failed"] == 1
