@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -193,7 +193,7 @@ def _parse_created(path: Path, created: Any) -> datetime:
         moment = datetime.fromisoformat(str(created))
     except ValueError:
         raise DataFormatError(f"{path}: 'created' must be an ISO time, got {created!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _read_metrics(path: Path, suite: str) -> dict[str, dict[str, Any]]:
