@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: results/runs/<time>_<model>_<suites>)")
     run.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
     run.add_argument("--strict", action="store_true", help="stop with exit code 3 at the first failed sample")
+    run.add_argument("--label", help="display name in reports, e.g. genmask-4steps (default: the model name)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_protocol_args(run)
 
@@ -137,7 +138,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
         checkpoint=args.checkpoint, model_args=_key_values(args.model_arg, "--model-arg"),
         suite_args=_key_values(args.suite_arg, "--suite-arg"), limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, out=args.out, resume=args.resume, strict=args.strict,
-        protocol=_protocol(args), progress=not args.no_progress,
+        protocol=_protocol(args), progress=not args.no_progress, label=args.label,
     )
     if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1):
         raise BenchError("--batch-size and --limit must be positive")

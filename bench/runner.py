@@ -59,6 +59,7 @@ class RunSpec:
     strict: bool = False
     protocol: Protocol = field(default_factory=Protocol)
     progress: bool = True
+    label: str | None = None  # display name in reports (default: the model name)
 
     def record(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -326,6 +327,7 @@ class Runner:
                 "suites": self.spec.suites,
                 "splits": {suite.name: list(splits) for suite, splits in suites},
                 "model": self.spec.model,
+                "label": self.spec.label,
                 "model_config": model.config(),
                 "protocol": {**self.spec.protocol.to_dict(), **{s.name: s.protocol() for s, _ in suites}},
                 "seed": self.spec.seed,

@@ -41,7 +41,7 @@ def test_oracle_is_perfect_and_empty_scores_zero_on_every_split(results, suite):
 
 def test_run_json_records_protocol_and_provenance(results):
     run = json.loads((results / "runs" / "oracle" / "run.json").read_text())
-    assert run["protocol"]["empty_union_iou"] == 1.0
+    assert run["protocol"]["empty_union_iou"] == 1.0 and run["label"] is None
     assert run["protocol"]["synthreason"]["texts"] == "first"
     assert set(run["dataset_fingerprints"]) == {"synthref", "synthreason"}
     assert run["versions"]["numpy"] and run["git_commit"]
