@@ -1,0 +1,50 @@
+"""Harness adapter: GenMask as a `SegModel` (`--model genmask --model-arg steps=4`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.models.base import MODELS, ModelInput, SegModel
+
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
+
+
+@MODELS.register("genmask")
+class GenMaskSegModel(SegModel):
+    """One-step (or N-step Euler) mask generation; checkpoint defaults to the shipped tiny model."""
+
+    name = "genmask"
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, steps: int | str = 1,
+                 **options: Any):
+        super().__init__(checkpoint=checkpoint or str(SHIPPED_CHECKPOINT), device=device, seed=seed, **options)
+        self.steps = int(steps)
+        if self.steps < 1:
+            raise ValueError(f"genmask: steps must be >= 1, got {steps!r}")
+        from genmask.model import GenMask
+
+        directory = Path(self.checkpoint)
+        if not (directory / "config.json").exists():
+            raise FileNotFoundError(f"genmask: no checkpoint at {directory} (expected config.json and component folders)")
+        self.model = GenMask.from_pretrained(directory, device=device).eval()
+
+    def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return self.model.predict([x.image for x in batch], [x.text for x in batch], steps=self.steps, seed=self.seed)
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {"preset": self.model.config.preset, "steps": self.steps,
+                                   "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut}
+
+    def timings(self) -> dict[str, float]:
+        return dict(self.model.timings)
+
+    def check_suite(self, suite_name: str, synthetic: bool) -> list[str]:
+        if self.model.config.preset in ("tiny", "micro") and not synthetic:
+            return [f"genmask checkpoint {self.checkpoint} is a {self.model.config.preset} model trained on synthetic "
+                    f"shape scenes only; its numbers on the real suite {suite_name!r} are not meaningful"]
+        return []

@@ -1,0 +1,305 @@
+"""GenMask configuration: nested dataclasses, named presets and `key=value` / file overrides (no exec)."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad override: unknown key, wrong type or unreadable override file."""
+
+
+@dataclass
+class TransformerConfig:
+    """Keyword arguments of diffusers' `WanTransformer3DModel` (defaults: Wan 2.1 T2V 1.3B)."""
+
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_attention_heads: int = 12
+    attention_head_dim: int = 128
+    in_channels: int = 16
+    out_channels: int = 16
+    text_dim: int = 4096
+    freq_dim: int = 256
+    ffn_dim: int = 8960
+    num_layers: int = 30
+    cross_attn_norm: bool = True
+    qk_norm: str = "rms_norm_across_heads"
+    eps: float = 1e-6
+    rope_max_seq_len: int = 1024
+
+
+@dataclass
+class VAEConfig:
+    """Keyword arguments of diffusers' `AutoencoderKLWan` (defaults: the Wan 2.1 VAE, 8x spatial down)."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    num_res_blocks: int = 2
+    attn_scales: list[float] = field(default_factory=list)
+    temperal_downsample: list[bool] = field(default_factory=lambda: [False, True, True])
+    dropout: float = 0.0
+    latents_mean: list[float] | None = None  # per-channel latent statistics; None = diffusers' Wan 2.1 values
+    latents_std: list[float] | None = None
+
+
+def _qwen7b_text() -> dict[str, Any]:
+    """Qwen2.5-VL-7B language model sizes (written here so nothing is downloaded)."""
+    return dict(
+        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0},
+    )
+
+
+def _qwen7b_vision() -> dict[str, Any]:
+    """Qwen2.5-VL-7B vision tower sizes."""
+    return dict(
+        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, spatial_merge_size=2,
+        temporal_patch_size=2, window_size=112, out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31],
+    )
+
+
+@dataclass
+class EncoderConfig:
+    """The Qwen2.5-VL instruction encoder that reads the image and the instruction."""
+
+    text: dict[str, Any] = field(default_factory=_qwen7b_text)  # Qwen2_5_VLTextConfig kwargs
+    vision: dict[str, Any] = field(default_factory=_qwen7b_vision)  # Qwen2_5_VLVisionConfig kwargs
+    processor: str = "qwen"  # "qwen": Qwen's own processor from the checkpoint; "word_level": built from a vocabulary
+    hidden_layer: int = -1  # which hidden state feeds the projection (-1 = last)
+    max_tokens: int = 512  # fixed padded length, so a sample's prediction does not depend on its batch
+    image_min_pixels: int = 256 * 28 * 28  # image processor's resize bounds
+    image_max_pixels: int = 1280 * 28 * 28
+    freeze: bool = False  # keep the encoder's weights fixed while training (projection still trains)
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe for both stages (`vae` and `dit`)."""
+
+    seed: int = 0
+    threads: int = 2
+    # data (bench.synth scenes)
+    train_samples: int = 20000
+    val_samples: int = 256
+    caption_samples: int = 10000
+    # dit stage
+    steps: int = 8000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    seg_fraction: float = 0.5  # share of segmentation samples per batch; 1.0 = segmentation only
+    seg_sampler: str = "genmask_tail"
+    seg_sampler_params: dict[str, float] = field(default_factory=lambda: {"a": 0.05})
+    gen_sampler: str = "logit_normal"
+    gen_sampler_params: dict[str, float] = field(default_factory=lambda: {"mean": 0.0, "std": 1.0})
+    eval_every: int = 500
+    checkpoint_minutes: float = 5.0
+    max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
+    stop_at_step: int = 0  # stop (and save) once this step is done, to split a run into sessions; 0 = never
+    vae_dir: str = ""  # trained VAE (output of the vae stage) for the dit stage
+    # vae stage
+    vae_steps: int = 1500
+    vae_batch_size: int = 16
+    vae_lr: float = 5e-4  # 2e-3 diverged on the tiny VAE
+    vae_kl_weight: float = 1e-6
+
+
+@dataclass
+class GenMaskConfig:
+    """Whole model: components, geometry and inference settings, plus the training recipe."""
+
+    preset: str = "paper"
+    image_size: int = 512  # square resolution the image and mask are resized to
+    shortcut: bool = True  # VAE shortcut: clean image latent as an extra frame at timestep 0
+    timestep_scale: float = 1000.0  # the DiT sees t * scale (Wan was trained on 0..1000)
+    inference_shift: float = 1.0  # shift of the Euler schedule (1 = none)
+    mask_threshold: float = 0.0  # decoded channel mean in [-1, 1] above this is foreground
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> GenMaskConfig:
+        """Rebuild from `to_dict` output; unknown keys are errors naming `source` and the key."""
+        config = cls()
+        apply_nested(config, data, source)
+        return config
+
+
+def _tiny() -> GenMaskConfig:
+    """Tiny preset trained on CPU on 64 px synthetic scenes: 4x VAE, 16x16 latents, 64 tokens a frame."""
+    return GenMaskConfig(
+        preset="tiny",
+        image_size=64,
+        transformer=TransformerConfig(
+            num_attention_heads=4, attention_head_dim=32, text_dim=128, freq_dim=64, ffn_dim=512, num_layers=6,
+            rope_max_seq_len=64,
+        ),
+        vae=VAEConfig(base_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[False, False],
+                      latents_mean=[0.0] * 16, latents_std=[1.0] * 16),  # measured by the vae stage
+        encoder=EncoderConfig(
+            text=dict(
+                vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=256,
+                rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 10000.0},
+            ),
+            vision=dict(
+                depth=1, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=8, spatial_merge_size=2,
+                temporal_patch_size=2, window_size=64, out_hidden_size=128, fullatt_block_indexes=[0],
+            ),
+            processor="word_level", max_tokens=40, image_min_pixels=64 * 64, image_max_pixels=64 * 64,
+        ),
+    )
+
+
+def _micro() -> GenMaskConfig:
+    """Smallest working model, for unit tests only (32 px, one layer everywhere)."""
+    config = _tiny()
+    config.preset = "micro"
+    config.image_size = 32
+    config.transformer = TransformerConfig(
+        num_attention_heads=2, attention_head_dim=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=1,
+        rope_max_seq_len=32,
+    )
+    config.vae = VAEConfig(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[False, False],
+                           latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    config.transformer.in_channels = config.transformer.out_channels = 4
+    config.encoder.text.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               num_key_value_heads=1, rope_parameters={"rope_type": "default",
+                                                                       "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    config.encoder.vision.update(hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32)
+    config.encoder.image_min_pixels = config.encoder.image_max_pixels = 32 * 32
+    config.encoder.max_tokens = 32
+    config.train = TrainConfig(train_samples=64, val_samples=8, caption_samples=32, steps=20, batch_size=8,
+                               warmup_steps=2, eval_every=0, vae_steps=5, vae_batch_size=4)
+    return config
+
+
+PRESETS = {"paper": GenMaskConfig, "tiny": _tiny, "micro": _micro}
+
+
+def preset(name: str) -> GenMaskConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _parse_value(text: str) -> Any:
+    """`key=value` right-hand side: a Python/JSON literal if it parses, else the plain string."""
+    lowered = {"true": True, "false": False, "null": None, "none": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(old: Any, new: Any, key: str, source: str) -> Any:
+    """Check that `new` fits the type of the current value `old` (int -> float and list <-> tuple allowed)."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) != isinstance(new, bool):
+        raise ConfigError(f"{source}: {key} expects {type(old).__name__}, got {new!r}")
+    if isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return list(new)
+    if not isinstance(new, type(old)):
+        raise ConfigError(f"{source}: {key} expects {type(old).__name__}, got {new!r}")
+    return copy.deepcopy(new)
+
+
+def set_key(config: Any, dotted: str, value: Any, source: str = "override") -> None:
+    """Set one dotted key (`transformer.num_layers`, `encoder.text.hidden_size`); unknown keys are errors."""
+    parts = dotted.split(".")
+    node: Any = config
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if dataclasses.is_dataclass(node):
+            names = [f.name for f in dataclasses.fields(node)]
+            if part not in names:
+                raise ConfigError(f"{source}: unknown config key {where!r} (known here: {', '.join(names)})")
+            if last:
+                setattr(node, part, _coerce(getattr(node, part), value, where, source))
+            else:
+                node = getattr(node, part)
+        elif isinstance(node, dict):
+            if last:  # dicts of component kwargs accept new keys; the component validates them when built
+                node[part] = _coerce(node.get(part), value, where, source)
+            elif part in node:
+                node = node[part]
+            else:
+                raise ConfigError(f"{source}: unknown config key {where!r}")
+        else:
+            raise ConfigError(f"{source}: {'.'.join(parts[:depth])} is a value, not a section, in {dotted!r}")
+
+
+def apply_nested(config: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Apply a nested mapping (from JSON/TOML or `to_dict`) key by key."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        target = _lookup(config, dotted, source)
+        if isinstance(value, dict) and dataclasses.is_dataclass(target):
+            apply_nested(config, value, source, prefix=dotted + ".")
+        else:
+            set_key(config, dotted, value, source)
+
+
+def _lookup(config: Any, dotted: str, source: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        if dataclasses.is_dataclass(node):
+            if part not in {f.name for f in dataclasses.fields(node)}:
+                raise ConfigError(f"{source}: unknown config key {dotted!r}")
+            node = getattr(node, part)
+        elif isinstance(node, dict):
+            node = node.get(part)
+        else:
+            return None
+    return node
+
+
+def apply_overrides(config: GenMaskConfig, overrides: list[str]) -> GenMaskConfig:
+    """Apply `key=value` strings in order (nanoGPT style, values parsed as literals, never executed)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, text = item.split("=", 1)
+        set_key(config, key.strip(), _parse_value(text.strip()), source=f"override {item!r}")
+    return config
+
+
+def load_override_file(config: GenMaskConfig, path: str | Path) -> GenMaskConfig:
+    """Apply a JSON or TOML file of (nested) overrides."""
+    import tomllib  # Python >= 3.11; only TOML files need it
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: override file not found") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot parse overrides: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: overrides must be a mapping, got {type(data).__name__}")
+    apply_nested(config, data, source=str(path))
+    return config

@@ -1,0 +1,296 @@
+"""GenMask: a Wan DiT that generates the black-and-white mask latent, conditioned on a Qwen2.5-VL reading.
+
+Components (public attributes): `transformer` (diffusers WanTransformer3DModel), `vae` (diffusers
+AutoencoderKLWan), `instruction_encoder` (transformers Qwen2_5_VLModel), `text_projection` (nn.Linear from
+the encoder's hidden size to the DiT's text dim) and `processor` (tokenizer + image processor).
+
+Conventions: flow matching x_t = (1 - t) x0 + t eps, the DiT predicts v = eps - x0, t = 1 is pure noise and
+reaches the DiT as t * timestep_scale. With the VAE shortcut on, the clean image latent is frame 0 of a
+2-frame latent video whose tokens get timestep 0 (per-token timesteps, as Wan 2.2 TI2V; the installed
+diffusers accepts timestep of shape (batch, seq_len)); the mask latent is frame 1. Latents are normalised
+with the VAE's `latents_mean` / `latents_std`. A mask is rendered as a 3-channel image in [-1, 1]
+(white = foreground); a prediction is the decoded channel mean > `mask_threshold` (0: the midpoint).
+
+Reading real weights: `GenMask.from_components(wan_dir, qwen_dir)` loads a diffusers Wan 2.1 layout
+(`wan_dir/transformer`, `wan_dir/vae`) and a transformers Qwen2.5-VL directory (weights, tokenizer and
+processor); the projection starts untrained. Only safetensors files are read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
+
+from genmask.config import GenMaskConfig, preset
+from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor, special_token_ids
+from genmask.timesteps import inference_timesteps
+
+CONFIG_FILE = "config.json"
+PROJECTION_FILE = "text_projection/model.safetensors"
+
+
+def _synth_vocabulary() -> list[str]:
+    from bench.synth import vocabulary
+
+    return list(vocabulary())
+
+
+def build_encoder(config: GenMaskConfig, vocab_size: int | None) -> Qwen2_5_VLModel:
+    """A randomly initialised Qwen2.5-VL (text + vision) from the config's sizes."""
+    text = dict(config.encoder.text)
+    specials: dict[str, int] = {}
+    if config.encoder.processor == "word_level":
+        text.update(vocab_size=vocab_size or text["vocab_size"], bos_token_id=None, eos_token_id=None, pad_token_id=0)
+        specials = special_token_ids()
+    return Qwen2_5_VLModel(Qwen2_5_VLConfig(text_config=text, vision_config=dict(config.encoder.vision), **specials))
+
+
+def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HxWx3 images -> float (B, 3, 1, H, W) in [-1, 1], the VAE's single-frame video input."""
+    array = np.stack(images).astype(np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).unsqueeze(2)
+
+
+def masks_to_tensor(masks: list[np.ndarray]) -> torch.Tensor:
+    """Boolean HxW masks -> 3-channel black/white (B, 3, 1, H, W) in [-1, 1], white = foreground."""
+    array = np.stack(masks).astype(np.float32) * 2.0 - 1.0
+    return torch.from_numpy(array)[:, None, None].expand(-1, 3, 1, -1, -1).contiguous()
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Square bilinear resize to the model resolution (aspect ratio not kept: masks are resized back)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+class GenMask(nn.Module):
+    """The whole model; see the module docstring for conventions."""
+
+    def __init__(self, config: GenMaskConfig, transformer: WanTransformer3DModel, vae: AutoencoderKLWan,
+                 instruction_encoder: Qwen2_5_VLModel, text_projection: nn.Linear,
+                 processor: WordLevelProcessor | ChatProcessor | None):
+        super().__init__()
+        self.config = config
+        self.transformer = transformer
+        self.vae = vae
+        self.instruction_encoder = instruction_encoder
+        self.text_projection = text_projection
+        self.processor = processor
+        self.timings: dict[str, float] = defaultdict(float)
+
+    # ----------------------------------------------------------------- construction and persistence
+    @classmethod
+    def from_config(cls, config: GenMaskConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    vocabulary: list[str] | None = None) -> GenMask:
+        """Randomly initialised model; device="meta" allocates nothing (for sizes and parameter counts)."""
+        processor = None
+        if config.encoder.processor == "word_level":
+            vision = config.encoder.vision
+            processor = WordLevelProcessor.build(
+                vocabulary if vocabulary is not None else _synth_vocabulary(), vision["patch_size"],
+                vision["spatial_merge_size"], vision["temporal_patch_size"],
+                config.encoder.image_min_pixels, config.encoder.image_max_pixels,
+            )
+        with torch.device(device):
+            transformer = WanTransformer3DModel(**vars(config.transformer) | {"patch_size": tuple(config.transformer.patch_size)})
+            vae_kwargs = {k: v for k, v in vars(config.vae).items() if v is not None}
+            vae = AutoencoderKLWan(**vae_kwargs, scale_factor_spatial=2 ** (len(config.vae.dim_mult) - 1))
+            encoder = build_encoder(config, processor.vocab_size if processor else None)
+            projection = nn.Linear(encoder.config.text_config.hidden_size, config.transformer.text_dim)
+        model = cls(config, transformer, vae, encoder, projection, processor)
+        return model.to(dtype) if device != "meta" else model
+
+    @classmethod
+    def from_preset(cls, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    overrides: list[str] | None = None, vocabulary: list[str] | None = None) -> GenMask:
+        """Randomly initialised model from a named preset (`paper`, `tiny`, `micro`) plus `key=value` overrides."""
+        from genmask.config import apply_overrides
+
+        return cls.from_config(apply_overrides(preset(name), overrides or []), device, dtype, vocabulary)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> GenMask:
+        """Load a directory written by `save_pretrained` (safetensors only)."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.exists():
+            raise FileNotFoundError(f"{config_path}: no GenMask config here (expected a save_pretrained directory)")
+        config = GenMaskConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")), source=str(config_path))
+        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True)
+        vae = AutoencoderKLWan.from_pretrained(directory / "vae", use_safetensors=True)
+        encoder = Qwen2_5_VLModel.from_pretrained(directory / "instruction_encoder", use_safetensors=True)
+        weights = load_file(directory / PROJECTION_FILE)
+        projection = nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+        projection.load_state_dict(weights)
+        model = cls(config, transformer, vae, encoder, projection, load_processor(directory / "instruction_encoder"))
+        model = model.to(device)
+        return model.to(dtype) if dtype is not None else model
+
+    @classmethod
+    def from_components(cls, wan_dir: str | Path, qwen_dir: str | Path, name: str = "paper",
+                        overrides: list[str] | None = None, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> GenMask:
+        """Real weights: Wan (diffusers layout: wan_dir/transformer, wan_dir/vae) + Qwen2.5-VL (transformers
+        layout, with its processor files); the text projection is new. The config's component sections are
+        rewritten from the loaded components so the saved config tells the truth."""
+        from genmask.config import apply_overrides
+
+        config = apply_overrides(preset(name), overrides or [])
+        wan_dir, qwen_dir = Path(wan_dir), Path(qwen_dir)
+        transformer = WanTransformer3DModel.from_pretrained(wan_dir / "transformer", use_safetensors=True, torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(wan_dir / "vae", use_safetensors=True, torch_dtype=torch.float32)
+        encoder = Qwen2_5_VLModel.from_pretrained(qwen_dir, use_safetensors=True, torch_dtype=dtype)
+        for section, loaded in ((config.transformer, transformer.config), (config.vae, vae.config)):
+            for key in vars(section):
+                if key in loaded:
+                    value = loaded[key]
+                    setattr(section, key, list(value) if isinstance(value, tuple) else value)
+        config.encoder.text = {k: v for k, v in encoder.config.text_config.to_dict().items() if k in config.encoder.text}
+        config.encoder.vision = {k: v for k, v in encoder.config.vision_config.to_dict().items() if k in config.encoder.vision}
+        config.encoder.processor = "qwen"
+        projection = nn.Linear(encoder.config.text_config.hidden_size, transformer.config.text_dim, dtype=dtype)
+        return cls(config, transformer, vae, encoder, projection, load_processor(qwen_dir)).to(device)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and one safetensors subfolder per component (processor beside the encoder)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.sync_vae_statistics()
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.transformer.save_pretrained(directory / "transformer", safe_serialization=True)
+        self.vae.save_pretrained(directory / "vae", safe_serialization=True)
+        self.instruction_encoder.save_pretrained(directory / "instruction_encoder", safe_serialization=True)
+        if self.processor is not None:
+            self.processor.save(directory / "instruction_encoder")
+        (directory / PROJECTION_FILE).parent.mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.text_projection.state_dict().items()}, directory / PROJECTION_FILE)
+
+    def sync_vae_statistics(self) -> None:
+        """Copy the VAE's latent statistics into the config (the VAE's own config is the source of truth)."""
+        self.config.vae.latents_mean = [float(x) for x in self.vae.config.latents_mean]
+        self.config.vae.latents_std = [float(x) for x in self.vae.config.latents_std]
+
+    # ----------------------------------------------------------------------------- building blocks
+    @property
+    def device(self) -> torch.device:
+        return self.text_projection.weight.device
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Accumulate wall seconds of one pipeline part into `self.timings`."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[part] += time.perf_counter() - start
+
+    def encode_instructions(self, images: list[np.ndarray | None], texts: list[str]) -> torch.Tensor:
+        """Encoder hidden states projected to the DiT's text dim, padding rows zeroed: (B, max_tokens, text_dim)."""
+        if self.processor is None:
+            raise RuntimeError("this GenMask has no processor: load the encoder with its processor files")
+        inputs = self.processor(images, texts, self.config.encoder.max_tokens)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.text_projection.weight.dtype)
+        layer = self.config.encoder.hidden_layer
+        output = self.instruction_encoder(**inputs, output_hidden_states=layer != -1, use_cache=False)
+        hidden = output.last_hidden_state if layer == -1 else output.hidden_states[layer]
+        return self.text_projection(hidden) * inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(self.vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+        std = torch.tensor(self.vae.config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+        return mean, std
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1, H, W) in [-1, 1] -> normalised latent (mode of the posterior), (B, C, 1, h, w)."""
+        latent = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode()
+        mean, std = self._latent_stats(latent)
+        return (latent - mean) / std
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, C, 1, h, w) -> images (B, 3, 1, H, W) in [-1, 1]."""
+        mean, std = self._latent_stats(latents)
+        return self.vae.decode((latents * std + mean).to(self.vae.dtype)).sample
+
+    def velocity(self, noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                 shortcut: torch.Tensor | None) -> torch.Tensor:
+        """DiT velocity for the mask frame. noisy, shortcut: (B, C, 1, h, w); t: (B,) noise levels in [0, 1]."""
+        dtype = self.transformer.dtype
+        scaled = (t * self.config.timestep_scale).to(self.device, torch.float32)
+        if shortcut is None:
+            hidden, timestep = noisy, scaled
+        else:
+            hidden = torch.cat([shortcut, noisy], dim=2)
+            p_t, p_h, p_w = self.transformer.config.patch_size
+            per_frame = (noisy.shape[3] // p_h) * (noisy.shape[4] // p_w) // p_t
+            timestep = torch.cat([torch.zeros(len(t), per_frame, device=self.device), scaled[:, None].expand(-1, per_frame)], 1)
+        output = self.transformer(hidden.to(dtype), timestep, encoder_hidden_states=context.to(dtype), return_dict=False)[0]
+        return output[:, :, -noisy.shape[2]:].float()
+
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        factor = 2 ** (len(self.vae.config.dim_mult) - 1)
+        side = self.config.image_size // factor
+        return (self.vae.config.z_dim, 1, side, side)
+
+    def sample(self, context: torch.Tensor, shortcut: torch.Tensor | None, steps: int = 1, seed: int = 0) -> torch.Tensor:
+        """Euler from pure noise over `inference_timesteps`; every sample gets the noise of `seed` (batch-independent)."""
+        noise = torch.randn(self.latent_shape(), generator=torch.Generator().manual_seed(seed))
+        x = noise.unsqueeze(0).repeat(context.shape[0], 1, 1, 1, 1).to(self.device)
+        schedule = inference_timesteps(steps, self.config.inference_shift).tolist()
+        for t, t_next in zip(schedule[:-1], schedule[1:]):
+            v = self.velocity(x, torch.full((x.shape[0],), t), context, shortcut)
+            x = x + (t_next - t) * v
+        return x
+
+    @torch.no_grad()
+    def predict(self, images: list[np.ndarray], texts: list[str], steps: int = 1, seed: int = 0) -> list[np.ndarray]:
+        """Boolean masks at each image's own size for uint8 HxWx3 images and their instructions."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        if not images:
+            return []
+        size = self.config.image_size
+        resized = [resize_image(image, size) for image in images]
+        with self.timed("instruction_encoding"):
+            context = self.encode_instructions(resized, texts)
+        shortcut = None
+        if self.config.shortcut:
+            with self.timed("vae_encoding"):
+                shortcut = self.encode_pixels(images_to_tensor(resized))
+        with self.timed("dit"):
+            latents = self.sample(context, shortcut, steps, seed)
+        with self.timed("vae_decoding"):
+            decoded = self.decode_latents(latents)[:, :, 0].float().mean(1, keepdim=True)
+        masks = []
+        for score, image in zip(decoded, images):
+            height, width = image.shape[:2]
+            score = F.interpolate(score[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            masks.append((score > self.config.mask_threshold).cpu().numpy())
+        return masks
+
+
+def parameter_counts(model: GenMask) -> dict[str, int]:
+    """Parameters per component (works on the meta device)."""
+    parts: dict[str, Any] = {"transformer": model.transformer, "vae": model.vae,
+                             "instruction_encoder": model.instruction_encoder, "text_projection": model.text_projection}
+    return {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
