@@ -77,14 +77,7 @@ class WordLevelProcessor:
 
     def __call__(self, images: list[np.ndarray | None], texts: list[str], max_tokens: int) -> dict[str, Any]:
         """Encoder inputs; an image of None (text-to-image samples) contributes no vision tokens."""
-        present = [image for image in images if image is not None]
-        inputs: dict[str, Any] = {}
-        grids: list[torch.Tensor] = []
-        if present:
-            vision = self.image_processor(images=present, return_tensors="pt")
-            inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
-            grids = list(vision["image_grid_thw"])
-        merge = self.image_processor.merge_size**2
+        inputs, grids, merge = vision_inputs(self.image_processor, images)
         rows = []
         for image, text in zip(images, texts, strict=True):
             prefix = [] if image is None else [1] + [3] * (int(grids.pop(0).prod()) // merge) + [2]
@@ -92,6 +85,18 @@ class WordLevelProcessor:
             rows.append(prefix + words)
         inputs["input_ids"], inputs["attention_mask"] = _pad(rows, max_tokens, pad_id=0)
         return inputs
+
+
+def vision_inputs(image_processor: Qwen2VLImageProcessorPil, images: list[np.ndarray | None]) -> tuple[dict[str, Any], list[torch.Tensor], int]:
+    """Pixel values and grids of the images present, the grids in order, and the patches merged per vision token."""
+    present = [image for image in images if image is not None]
+    inputs: dict[str, Any] = {}
+    grids: list[torch.Tensor] = []
+    if present:
+        vision = image_processor(images=present, return_tensors="pt")
+        inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
+        grids = list(vision["image_grid_thw"])
+    return inputs, grids, image_processor.merge_size**2
 
 
 QWEN_PROMPT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{vision}{text}<|im_end|>\n"
@@ -120,14 +125,7 @@ class ChatProcessor:
         self.image_processor.save_pretrained(str(directory))
 
     def __call__(self, images: list[np.ndarray | None], texts: list[str], max_tokens: int) -> dict[str, Any]:
-        present = [image for image in images if image is not None]
-        inputs: dict[str, Any] = {}
-        grids: list[torch.Tensor] = []
-        if present:
-            vision = self.image_processor(images=present, return_tensors="pt")
-            inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
-            grids = list(vision["image_grid_thw"])
-        merge = self.image_processor.merge_size**2
+        inputs, grids, merge = vision_inputs(self.image_processor, images)
         rows = []
         for image, text in zip(images, texts, strict=True):
             vision_text = "" if image is None else QWEN_VISION.replace(
