@@ -159,7 +159,7 @@ class Runner:
             kwargs["checkpoint"] = self.spec.checkpoint
         try:
             return model_cls(device=local_device(self.spec.device), seed=self.spec.seed, **kwargs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OSError) as exc:  # bad options, missing or unreadable checkpoint
             raise BenchError(f"cannot build model {self.spec.model!r}: {exc}") from exc
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -274,3 +274,9 @@ def test_replay_model_reproduces_a_runs_predictions(tmp_path, data_root):
     _, out = _run(tmp_path, data_root, "--model", "replay", "--split", "val", "--model-arg", f"predictions={partial}",
                   name="partial")
     assert _metrics(out)["splits"]["val"]["n_failed"] == 1
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, data_root, capsys):
+    code, _ = _run(tmp_path, data_root, "--model", "genmask", "--checkpoint", str(tmp_path / "no-such-checkpoint"))
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot build model 'genmask'" in err and "no-such-checkpoint" in err
