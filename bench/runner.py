@@ -215,7 +215,8 @@ class Runner:
         t1 = time.perf_counter()
         masks = self._call_model(model, inputs, errors)
         t2 = time.perf_counter()
-        records = [self._score(s, masks.get(s.sample_id), errors.get(s.sample_id), targets[s.sample_id]) for s in batch]
+        records = [score_sample(s, masks.get(s.sample_id), errors.get(s.sample_id), targets[s.sample_id], self.spec.protocol)
+                   for s in batch]
         t3 = time.perf_counter()
         self.timings["data_s"] += t1 - t0
         self.timings["model_s"] += t2 - t1
@@ -246,21 +247,6 @@ class Runner:
             except SampleError as exc:
                 errors[x.sample.sample_id] = str(exc)
         return masks
-
-    def _score(self, sample: Sample, mask: np.ndarray | None, error: str | None, target: np.ndarray) -> dict[str, Any]:
-        failed = mask is None
-        inter, union = intersection_union(None if failed else mask, target, self.spec.protocol)
-        return {
-            "sample_id": sample.sample_id,
-            "split": sample.split,
-            "segmentation": None if failed else encode_rle(mask),
-            "iou": 0.0 if failed else sample_iou(inter, union, self.spec.protocol),
-            "status": "failed" if failed else "ok",
-            "error": (error or "no prediction") if failed else None,
-            "intersection": int(inter),
-            "union": int(union),
-            "area": 0 if failed else int(mask.sum()),
-        }
 
     # ---- merging and writing -----------------------------------------------------------------
     def _finished_keys(self, out: Path, suite: str, several: bool) -> set[tuple[str, str]]:
@@ -346,6 +332,24 @@ class Runner:
             }
             write_json(path, record)
         return created
+
+
+def score_sample(sample: Sample, mask: np.ndarray | None, error: str | None, target: np.ndarray,
+                 protocol: Protocol) -> dict[str, Any]:
+    """One predictions-file record; no mask means failed: IoU 0, and the gt area still enters the cIoU union."""
+    failed = mask is None
+    inter, union = intersection_union(mask, target, protocol)
+    return {
+        "sample_id": sample.sample_id,
+        "split": sample.split,
+        "segmentation": None if failed else encode_rle(mask),
+        "iou": 0.0 if failed else sample_iou(inter, union, protocol),
+        "status": "failed" if failed else "ok",
+        "error": (error or "no prediction") if failed else None,
+        "intersection": int(inter),
+        "union": int(union),
+        "area": 0 if failed else int(mask.sum()),
+    }
 
 
 def score_records(records: list[dict[str, Any]], protocol: Protocol) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.masks import decode_rle
-from bench.metrics import Protocol, intersection_union, sample_iou
+from bench.metrics import Protocol
 from bench.predictions import read_predictions, write_records
 from bench.provenance import git_commit, now_iso, package_versions
-from bench.runner import score_records, write_json
+from bench.runner import score_records, score_sample, write_json
 from bench.suites import SUITES, Sample
 
 
@@ -72,7 +72,7 @@ def score_predictions(
 
 
 def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol) -> dict[str, Any]:
-    """A failed prediction is an empty mask: IoU 0, and its ground-truth area still enters the cIoU union."""
+    """Decode and check one prediction; a missing, failed or wrongly sized one is scored as failed."""
     error, mask = None, None
     if record is None:
         error = "missing from the predictions file"
@@ -83,16 +83,4 @@ def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol
         if mask.shape != (sample.height, sample.width):
             error = f"mask size {mask.shape} differs from the image size {(sample.height, sample.width)}"
             mask = None
-    inter, union = intersection_union(mask, sample.target(), protocol)
-    return {
-        "sample_id": sample.sample_id,
-        "split": sample.split,
-        "segmentation": record["segmentation"] if mask is not None else None,
-        "iou": sample_iou(inter, union, protocol) if mask is not None else 0.0,
-        "status": "ok" if mask is not None else "failed",
-        "error": error,
-        "intersection": int(inter),
-        "union": int(union),
-        "area": int(mask.sum()) if mask is not None else 0,
-    }
-
+    return score_sample(sample, mask, error, sample.target(), protocol)
