@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class SegData:
     masks: np.ndarray  # bool (N, H, W)
     texts: list[str]
     kinds: list[str]
+    rules: list[str] = field(default_factory=list)  # finer than kinds: expression kind or reasoning rule
     image_latents: np.ndarray | None = None  # float16 (N, C, 1, h, w), normalised
     mask_latents: np.ndarray | None = None
 
@@ -62,7 +63,7 @@ def synth_segmentation(seed: int, count: int, image_size: int) -> SegData:
 
     samples = list(itertools.islice(iter_training_samples(seed, task="both", image_size=image_size), count))
     return SegData(np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]).astype(bool),
-                   [s.text for s in samples], [s.kind for s in samples])
+                   [s.text for s in samples], [s.kind for s in samples], [s.rule for s in samples])
 
 
 def synth_captions(seed: int, count: int, image_size: int) -> tuple[np.ndarray, list[str]]:
@@ -123,26 +124,42 @@ def load_caption_data(model: GenMask, seed: int, count: int) -> tuple[list[str],
 
 
 # ------------------------------------------------------------------------------------ evaluation
-def evaluate(model: GenMask, data: SegData, steps: int, seed: int = 0, batch: int = 64) -> dict[str, float]:
-    """cIoU (sum I / sum U) and gIoU (mean I/U, empty union = 1) overall and per sample kind."""
+def predict_masks(model: GenMask, images: np.ndarray, texts: list[str], steps: int, seed: int = 0,
+                  batch: int = 64) -> np.ndarray:
+    """Boolean masks (N, H, W) for images and instructions, in batches, in eval mode."""
     was_training = model.training
     model.eval()
-    inter, union = np.zeros(len(data.texts)), np.zeros(len(data.texts))
-    for start in range(0, len(data.texts), batch):
-        stop = start + batch
-        predicted = model.predict(list(data.images[start:stop]), data.texts[start:stop], steps=steps, seed=seed)
-        for offset, (mask, target) in enumerate(zip(predicted, data.masks[start:stop])):
-            inter[start + offset] = np.logical_and(mask, target).sum()
-            union[start + offset] = np.logical_or(mask, target).sum()
+    masks = [mask for start in range(0, len(texts), batch)
+             for mask in model.predict(list(images[start : start + batch]), texts[start : start + batch], steps=steps,
+                                       seed=seed)]
     model.train(was_training)
-    kinds = np.array(data.kinds)
-    result = {}
-    for kind in ["all", *sorted(set(data.kinds))]:
-        chosen = np.ones(len(kinds), bool) if kind == "all" else kinds == kind
+    return np.stack(masks)
+
+
+def overlaps(predicted: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample intersection and union pixel counts of two (N, H, W) boolean stacks."""
+    return (predicted & target).sum(axis=(1, 2)).astype(float), (predicted | target).sum(axis=(1, 2)).astype(float)
+
+
+def summarise(inter: np.ndarray, union: np.ndarray, kinds: list[str], rules: list[str]) -> dict:
+    """cIoU (sum I / sum U) and gIoU (mean I/U, empty union = 1) overall and per kind; cIoU per rule."""
+    kind_array, result = np.array(kinds), {}
+    for kind in ["all", *sorted(set(kinds))]:
+        chosen = np.ones(len(kinds), bool) if kind == "all" else kind_array == kind
         ious = np.where(union[chosen] > 0, inter[chosen] / np.maximum(union[chosen], 1), 1.0)
         result[f"ciou_{kind}"] = float(inter[chosen].sum() / max(union[chosen].sum(), 1))
         result[f"giou_{kind}"] = float(ious.mean())
+    rule_array = np.array(rules)
+    if len(rules) == len(kinds):
+        result["ciou_by_rule"] = {rule: float(inter[rule_array == rule].sum() / max(union[rule_array == rule].sum(), 1))
+                                  for rule in sorted(set(rules))}
     return result
+
+
+def evaluate(model: GenMask, data: SegData, steps: int, seed: int = 0, batch: int = 64) -> dict:
+    """Validation metrics of `steps`-step predictions (see `summarise`)."""
+    predicted = predict_masks(model, data.images, data.texts, steps, seed, batch)
+    return summarise(*overlaps(predicted, data.masks), data.kinds, data.rules)
 
 
 # ---------------------------------------------------------------------------- checkpoint helpers
@@ -178,9 +195,17 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The random stream of one training step: a pure function of (seed, step), so resuming is exact."""
-    return torch.Generator().manual_seed(seed * 1_000_033 + step)
+def step_generator(seed: int, step: int, rank: int = 0, world_size: int = 1) -> torch.Generator:
+    """The random stream of one process's training step: a pure function of (seed, step, rank, world size), so
+    resuming is exact and every process of a multi-process run draws its own samples."""
+    return torch.Generator().manual_seed((seed * 1_000_033 + step) * world_size + rank)
+
+
+def agree(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every process if it is true on any: time-based stops must be taken by all processes together."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.gather(torch.tensor([float(flag)], device=accelerator.device)).max() > 0)
 
 
 def log_line(path: Path, record: dict) -> None:
@@ -203,6 +228,21 @@ def mask_reconstruction_iou(vae: AutoencoderKLWan, masks: np.ndarray) -> float:
     return float((decoded & target).sum() / (decoded | target).sum())
 
 
+class VAELoss(nn.Module):
+    """Wraps the VAE so accelerate can prepare one module whose forward returns the autoencoding loss."""
+
+    def __init__(self, vae: AutoencoderKLWan, kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        posterior = self.vae.encode(pixels).latent_dist
+        # deterministic autoencoding (the posterior mode), as latents are always taken at the mode; the small KL
+        # term only keeps the latent scale bounded
+        reconstruction = self.vae.decode(posterior.mode()).sample
+        return F.mse_loss(reconstruction, pixels) + self.kl_weight * posterior.kl().mean()
+
+
 def train_vae(config: GenMaskConfig, out: Path, resume: bool) -> dict:
     """Train the VAE on an even mix of images and masks; measure latent statistics and mask IoU at the end."""
     train = config.train
@@ -215,34 +255,34 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool) -> dict:
     checkpoint, start = Checkpoint(out), 0
     if resume:
         start = checkpoint.load(vae, optimizer)["step"]
-    vae, optimizer = accelerator.prepare(vae, optimizer)
+    loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), optimizer)
+    main = accelerator.is_main_process
     log, last_save, begin = out / "log.jsonl", time.time(), time.time()
-    progress = tqdm(range(start, train.vae_steps), initial=start, total=train.vae_steps, desc="vae")
+    progress = tqdm(range(start, train.vae_steps), initial=start, total=train.vae_steps, desc="vae", disable=not main)
     for step in progress:
-        generator = step_generator(train.seed, step)
+        generator = step_generator(train.seed, step, accelerator.process_index, accelerator.num_processes)
         index = torch.randint(len(data.texts), (train.vae_batch_size,), generator=generator).numpy()
         half = train.vae_batch_size // 2
         pixels = torch.cat([images_to_tensor(list(data.images[index[:half]])),
                             masks_to_tensor(list(data.masks[index[half:]]))]).to(accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = train.vae_lr * lr_factor(step, train.warmup_steps, train.vae_steps, train.min_lr_ratio)
-        posterior = accelerator.unwrap_model(vae).encode(pixels).latent_dist
-        # deterministic autoencoding (the posterior mode), as latents are always taken at the mode; the small KL
-        # term only keeps the latent scale bounded
-        reconstruction = accelerator.unwrap_model(vae).decode(posterior.mode()).sample
-        loss = F.mse_loss(reconstruction, pixels) + train.vae_kl_weight * posterior.kl().mean()
+        loss = loss_module(pixels)
         optimizer.zero_grad()
         accelerator.backward(loss)
         if train.grad_clip:
             accelerator.clip_grad_norm_(vae.parameters(), train.grad_clip)
         optimizer.step()
         progress.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 50 == 0:
+        if step % 50 == 0 and main:
             log_line(log, {"stage": "vae", "step": step, "loss": loss.item(), "elapsed": time.time() - begin})
-        if time.time() - last_save > train.checkpoint_minutes * 60:
-            checkpoint.save(accelerator.unwrap_model(vae), optimizer, {"step": step + 1})
+        if main and time.time() - last_save > train.checkpoint_minutes * 60:
+            checkpoint.save(vae, optimizer, {"step": step + 1})
             last_save = time.time()
-    vae = accelerator.unwrap_model(vae).eval()
+    accelerator.wait_for_everyone()
+    vae.eval()
+    if not main:
+        return {}
     checkpoint.save(vae, optimizer, {"step": train.vae_steps})
     with torch.no_grad():
         sample = torch.cat([images_to_tensor(list(data.images[:256])), masks_to_tensor(list(data.masks[:256]))])
@@ -275,10 +315,12 @@ class FlowMatchingLoss(nn.Module):
         return F.mse_loss(velocity, noise - x0)
 
 
-def make_batch(model: GenMask, seg: SegData, captions: tuple[list[str], np.ndarray] | None, step: int) -> dict:
-    """One training batch, all randomness from (seed, step): segmentation samples first, then text-to-image."""
+def make_batch(model: GenMask, seg: SegData, captions: tuple[list[str], np.ndarray] | None, step: int,
+               rank: int = 0, world_size: int = 1) -> dict:
+    """One process's training batch, all randomness from (seed, step, rank): segmentation samples first, then
+    text-to-image. `train.batch_size` is per process."""
     train = model.config.train
-    generator = step_generator(train.seed, step)
+    generator = step_generator(train.seed, step, rank, world_size)
     n_seg = train.batch_size if captions is None else round(train.batch_size * train.seg_fraction)
     n_gen = train.batch_size - n_seg
     seg_index = torch.randint(len(seg.texts), (n_seg,), generator=generator).numpy()
@@ -312,26 +354,29 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool) -> dict:
     model.sync_vae_statistics()
     if config.encoder.freeze:
         model.instruction_encoder.requires_grad_(False)
-    seg = load_seg_data(model, train.seed, train.train_samples)
-    val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    captions = load_caption_data(model, train.seed, train.caption_samples) if train.seg_fraction < 1 else None
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    with accelerator.main_process_first():  # the main process fills the latent cache, the others read it
+        seg = load_seg_data(model, train.seed, train.train_samples)
+        captions = load_caption_data(model, train.seed, train.caption_samples) if train.seg_fraction < 1 else None
+    val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size) if main else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
     checkpoint, state = Checkpoint(out), {"step": 0, "wall_seconds": 0.0}
     if resume:
         state = checkpoint.load(model, optimizer)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), optimizer)
     log, begin, last_save = out / "log.jsonl", time.time(), time.time()
     wall_before = state["wall_seconds"]
     smoothed, done = None, state["step"]
-    progress = tqdm(range(state["step"], train.steps), initial=state["step"], total=train.steps, desc="dit")
+    progress = tqdm(range(state["step"], train.steps), initial=state["step"], total=train.steps, desc="dit",
+                    disable=not main)
 
     def save(step: int) -> None:
         checkpoint.save(model, optimizer, {"step": step, "wall_seconds": wall_before + time.time() - begin})
 
     for step in progress:
-        batch = make_batch(model, seg, captions, step)
+        batch = make_batch(model, seg, captions, step, accelerator.process_index, accelerator.num_processes)
         for group in optimizer.param_groups:
             group["lr"] = train.lr * lr_factor(step, train.warmup_steps, train.steps, train.min_lr_ratio)
         loss = loss_module(**{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()})
@@ -343,19 +388,22 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool) -> dict:
         smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
         progress.set_postfix(loss=f"{smoothed:.4f}")
         done = step + 1
-        if step % 50 == 0:
+        if step % 50 == 0 and main:
             log_line(log, {"stage": "dit", "step": step, "loss": loss.item(), "smoothed": smoothed,
                            "lr": optimizer.param_groups[0]["lr"], "wall": wall_before + time.time() - begin})
-        if train.eval_every and done % train.eval_every == 0:
+        if train.eval_every and done % train.eval_every == 0 and main:
             log_line(log, {"stage": "dit", "step": done, "val_1step": evaluate(model, val, 1),
                            "wall": wall_before + time.time() - begin})
-        if time.time() - last_save > train.checkpoint_minutes * 60:
+        if main and time.time() - last_save > train.checkpoint_minutes * 60:
             save(done)
             last_save = time.time()
-        out_of_time = train.max_minutes and time.time() - begin > train.max_minutes * 60
+        out_of_time = agree(accelerator, bool(train.max_minutes) and time.time() - begin > train.max_minutes * 60)
         if out_of_time or done == train.stop_at_step:
             progress.close()
             break
+    accelerator.wait_for_everyone()
+    if not main:
+        return {}
     save(done)
     model.eval()
     metrics = {"step": done,
@@ -388,14 +436,17 @@ def resolve_config(args: argparse.Namespace) -> GenMaskConfig:
 
 def cli_main(argv: list[str]) -> int:
     """Entry point for `python -m bench train --model genmask ...` (argv without those first words)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value overrides may come before or after options
     config = resolve_config(args)
     torch.set_num_threads(config.train.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"config-{args.stage}.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun / accelerate launch only rank 0 writes
+    if main:
+        (out / f"config-{args.stage}.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
     metrics = train_vae(config, out, args.resume) if args.stage == "vae" else train_dit(config, out, args.resume)
-    print(json.dumps(metrics, indent=2))
+    if main:
+        print(json.dumps(metrics, indent=2))
     return 0
 
 

@@ -317,6 +317,8 @@ def test_training_stream_is_deterministic_and_valid():
     assert [(s.text, s.image.tobytes()) for s in first] == [(s.text, s.image.tobytes()) for s in again]
     assert [s.image.tobytes() for s in first] != [s.image.tobytes() for s in other]
     assert {s.kind for s in first} == {"referring", "reasoning"}
+    referring_rules = {"attribute", "spatial", "ordinal"}
+    assert all((s.rule in referring_rules) == (s.kind == "referring") for s in first)  # the rule that picked it
     for sample in first:
         assert sample.mask.any()
         colours = np.unique(sample.image[sample.mask].reshape(-1, 3), axis=0)

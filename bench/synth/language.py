@@ -624,6 +624,7 @@ class TrainSample:
     text: str
     mask: np.ndarray  # bool HxW
     kind: str  # "referring" or "reasoning"
+    rule: str = ""  # the expression kind or reasoning rule that picks the target, e.g. "spatial", "most_corners"
 
 
 def pick_balanced(rng: np.random.Generator, options: list[tuple]) -> tuple:
@@ -649,8 +650,8 @@ def iter_training_samples(seed: int, task: str = "both", image_size: int = 64) -
                 for q in reasoning_queries(scene, rng)
             ]
         if options:
-            _, text, target = pick_balanced(rng, options)
-            yield TrainSample(scene.image, text, scene.objects[target].mask, kind)
+            rule, text, target = pick_balanced(rng, options)
+            yield TrainSample(scene.image, text, scene.objects[target].mask, kind, rule)
 
 
 def iter_captions(seed: int, image_size: int = 64) -> Iterator[tuple[np.ndarray, str]]:
