@@ -1,0 +1,162 @@
+"""Why a GenMask checkpoint scores what it scores: cIoU per rule, use of the instruction, mask sizes, learning curve.
+
+    python -m genmask.diagnose [--checkpoint DIR] [--samples 512] [--log OUT/log.jsonl] [--out DIR]
+
+Validation scenes are the training run's own held-out stream (`genmask.train.VAL_SEED_OFFSET`), so numbers
+line up with the validation cIoU in the training log. Writes DIR/diagnostics.json, DIR/DIAGNOSTICS.md (with
+the command that made it) and, given the training log, DIR/learning_curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from genmask.adapter import SHIPPED_CHECKPOINT
+from genmask.model import GenMask
+from genmask.train import VAL_SEED_OFFSET, SegData, overlaps, predict_masks, summarise, synth_segmentation
+
+PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same curve gives the same bytes
+
+
+def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-sample IoU of two (N, H, W) boolean stacks; an empty union counts as agreement (1)."""
+    inter, union = overlaps(a, b)
+    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+
+def instruction_use(model: GenMask, data: SegData, own: np.ndarray, seed: int = 0) -> dict:
+    """Predict again with each scene given the next scene's instruction: a model that ignores the text barely
+    changes its masks (agreement near 1) and scores about as well against the true target."""
+    other_texts = data.texts[1:] + data.texts[:1]
+    other = predict_masks(model, data.images, other_texts, steps=1, seed=seed)
+    inter, union = overlaps(other, data.masks)
+    return {"agreement_iou_own_vs_other_instruction": mean_iou(own, other),
+            "ciou_with_other_instruction": float(inter.sum() / max(union.sum(), 1))}
+
+
+def mask_sizes(predicted: np.ndarray, target: np.ndarray) -> dict:
+    """Mean foreground pixels predicted and in the ground truth (faint one-step masks come out too small)."""
+    return {"mean_predicted_area": float(predicted.sum(axis=(1, 2)).mean()),
+            "mean_target_area": float(target.sum(axis=(1, 2)).mean())}
+
+
+def diagnose(model: GenMask, data: SegData, steps: tuple[int, ...] = (1, 4), seed: int = 0) -> dict:
+    """All diagnostics of one model on one validation set."""
+    result: dict = {"samples": len(data.texts), "seed": seed}
+    one_step = None
+    for n in steps:
+        predicted = predict_masks(model, data.images, data.texts, steps=n, seed=seed)
+        result[f"steps_{n}"] = summarise(*overlaps(predicted, data.masks), data.kinds, data.rules)
+        result[f"steps_{n}"] |= mask_sizes(predicted, data.masks)
+        if n == 1:
+            one_step = predicted
+    if one_step is not None:
+        result["instruction_use"] = instruction_use(model, data, one_step, seed)
+    return result
+
+
+def learning_curve(log: Path) -> list[dict]:
+    """Periodic validation records of a training log: step, wall seconds and one-step cIoU (all and per kind)."""
+    rows = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "val_1step" in record:
+            val = record["val_1step"]
+            rows.append({"step": record["step"], "wall": record.get("wall"),
+                         **{k: v for k, v in val.items() if k.startswith("ciou_") and isinstance(v, float)}})
+    return rows
+
+
+def plot_learning_curve(rows: list[dict], path: Path) -> None:
+    """Validation one-step cIoU against training step, overall and per kind."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5))
+    axes = figure.subplots()
+    steps = [row["step"] for row in rows]
+    for key, label in (("ciou_all", "all"), ("ciou_referring", "referring"), ("ciou_reasoning", "reasoning")):
+        axes.plot(steps, [row.get(key, np.nan) for row in rows], marker="o", markersize=3, label=label)
+    axes.set(xlabel="training step (batch 32)", ylabel="validation one-step cIoU", ylim=(0, 1),
+             title="tiny GenMask: validation during training")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, metadata=PNG_METADATA)
+
+
+def _rule_table(result: dict, steps: tuple[int, ...]) -> list[str]:
+    rules = sorted(result[f"steps_{steps[0]}"]["ciou_by_rule"])
+    lines = ["| rule | " + " | ".join(f"{n}-step cIoU" for n in steps) + " |", "|---|" + "---|" * len(steps)]
+    for rule in rules:
+        lines.append(f"| {rule} | " + " | ".join(f"{result[f'steps_{n}']['ciou_by_rule'][rule]:.3f}" for n in steps) + " |")
+    return lines
+
+
+def markdown(result: dict, checkpoint: str, command: str, steps: tuple[int, ...], curve: list[dict]) -> str:
+    """DIAGNOSTICS.md: the command, the headline numbers, the per-rule table and the curve."""
+    name = "the shipped tiny checkpoint" if Path(checkpoint) == SHIPPED_CHECKPOINT else f"`{checkpoint}`"
+    lines = [f"# Diagnostics of {name}", "", f"Made by `{command}`.", "",
+             f"{result['samples']} validation scenes, noise seed {result['seed']}.", "",
+             "| | " + " | ".join(f"{n} step{'s' * (n > 1)}" for n in steps) + " |", "|---|" + "---|" * len(steps)]
+    for key in ("ciou_all", "ciou_referring", "ciou_reasoning", "giou_all", "mean_predicted_area", "mean_target_area"):
+        lines.append(f"| {key} | " + " | ".join(f"{result[f'steps_{n}'][key]:.3f}" for n in steps) + " |")
+    if "instruction_use" in result:
+        use = result["instruction_use"]
+        lines += ["", "Use of the instruction (one step, each scene given the next scene's instruction): "
+                  f"masks agree with the own-instruction masks at mean IoU "
+                  f"{use['agreement_iou_own_vs_other_instruction']:.3f}; cIoU against the true target "
+                  f"{use['ciou_with_other_instruction']:.3f}."]
+    lines += ["", "## cIoU per rule", "", *_rule_table(result, steps)]
+    if curve:
+        lines += ["", "## Learning curve", "", "![learning curve](learning_curve.png)", "",
+                  "| step | minutes | cIoU all | referring | reasoning |", "|---|---|---|---|---|"]
+        for row in curve:
+            minutes = "" if row["wall"] is None else f"{row['wall'] / 60:.0f}"
+            lines.append(f"| {row['step']} | {minutes} | {row.get('ciou_all', float('nan')):.3f} | "
+                         f"{row.get('ciou_referring', float('nan')):.3f} | {row.get('ciou_reasoning', float('nan')):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m genmask.diagnose", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="GenMask directory (default: the shipped tiny checkpoint)")
+    parser.add_argument("--samples", type=int, default=512, help="validation scenes (default 512)")
+    parser.add_argument("--steps", default="1,4", help="comma-separated sampling steps to score (default 1,4)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--log", help="the training run's log.jsonl, for the learning curve")
+    parser.add_argument("--out", default="results/genmask-tiny", help="output directory (default results/genmask-tiny)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    checkpoint = args.checkpoint or str(SHIPPED_CHECKPOINT)
+    if not (Path(checkpoint) / "config.json").exists():
+        print(f"genmask.diagnose: no checkpoint at {checkpoint} (expected config.json)", file=sys.stderr)
+        return 2
+    steps = tuple(int(n) for n in args.steps.split(","))
+    model = GenMask.from_pretrained(checkpoint).eval()
+    seed = model.config.train.seed + VAL_SEED_OFFSET
+    data = synth_segmentation(seed, args.samples, model.config.image_size)
+    result = diagnose(model, data, steps, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = learning_curve(Path(args.log)) if args.log else []
+    if curve:
+        plot_learning_curve(curve, out / "learning_curve.png")
+        result["learning_curve"] = curve
+    command = "python -m genmask.diagnose " + shlex.join(argv if argv is not None else sys.argv[1:])
+    (out / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "DIAGNOSTICS.md").write_text(markdown(result, checkpoint, command.strip(), steps, curve), encoding="utf-8")
+    print(f"wrote {out / 'DIAGNOSTICS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
