@@ -11,33 +11,40 @@ import torch
 from bench.models.base import MODELS, ModelInput, SegModel
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
+DTYPES = ("float32", "bfloat16", "float16")  # of the DiT and the instruction encoder; "auto": bfloat16 on CUDA
 
 
 @MODELS.register("genmask")
 class GenMaskSegModel(SegModel):
-    """One-step (or N-step Euler) mask generation; checkpoint defaults to the shipped tiny model."""
+    """One-step (or N-step Euler) mask generation; checkpoint defaults to the shipped tiny model; dtype "auto"
+    runs the DiT and the encoder in bfloat16 on CUDA and float32 elsewhere."""
 
     name = "genmask"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, steps: int | str = 1,
-                 **options: Any):
+                 dtype: str = "auto", **options: Any):
         super().__init__(checkpoint=checkpoint or str(SHIPPED_CHECKPOINT), device=device, seed=seed, **options)
         self.steps = int(steps)
         if self.steps < 1:
             raise ValueError(f"genmask: steps must be >= 1, got {steps!r}")
+        if dtype == "auto":
+            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+        if dtype not in DTYPES:
+            raise ValueError(f"genmask: dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
         from genmask.model import GenMask
 
         directory = Path(self.checkpoint)
         if not (directory / "config.json").exists():
             raise FileNotFoundError(f"genmask: no checkpoint at {directory} (expected config.json and component folders)")
-        self.model = GenMask.from_pretrained(directory, device=device).eval()
+        self.model = GenMask.from_pretrained(directory, device=device, dtype=getattr(torch, dtype)).eval()
 
     def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
         with torch.inference_mode():
             return self.model.predict([x.image for x in batch], [x.text for x in batch], steps=self.steps, seed=self.seed)
 
     def config(self) -> dict[str, Any]:
-        return super().config() | {"preset": self.model.config.preset, "steps": self.steps,
+        return super().config() | {"preset": self.model.config.preset, "steps": self.steps, "dtype": self.dtype,
                                    "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut}
 
     def timings(self) -> dict[str, float]:

@@ -125,22 +125,25 @@ class GenMask(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None) -> GenMask:
-        """Load a directory written by `save_pretrained` (safetensors only)."""
+                        dtype: torch.dtype = torch.float32) -> GenMask:
+        """Load a directory written by `save_pretrained` (safetensors only). `dtype` (bf16 on a GPU) is that of the
+        DiT, the instruction encoder and the projection; the small VAE stays float32, as in `from_components`."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path}: no GenMask config here (expected a save_pretrained directory)")
         config = GenMaskConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")), source=str(config_path))
-        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True)
-        vae = AutoencoderKLWan.from_pretrained(directory / "vae", use_safetensors=True)
-        encoder = Qwen2_5_VLModel.from_pretrained(directory / "instruction_encoder", use_safetensors=True)
+        # torch_dtype (not .to) keeps the modules diffusers wants in float32 (norms, time embedding, rope) there
+        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True,
+                                                            torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(directory / "vae", use_safetensors=True, torch_dtype=torch.float32)
+        encoder = Qwen2_5_VLModel.from_pretrained(directory / "instruction_encoder", use_safetensors=True,
+                                                  torch_dtype=dtype)
         weights = load_file(directory / PROJECTION_FILE)
         projection = nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         projection.load_state_dict(weights)
-        model = cls(config, transformer, vae, encoder, projection, load_processor(directory / "instruction_encoder"))
-        model = model.to(device)
-        return model.to(dtype) if dtype is not None else model
+        processor = load_processor(directory / "instruction_encoder")
+        return cls(config, transformer, vae, encoder, projection.to(dtype), processor).to(device)
 
     @classmethod
     def from_components(cls, wan_dir: str | Path, qwen_dir: str | Path, name: str = "paper",

@@ -146,3 +146,25 @@ def test_paper_preset_sizes_on_meta() -> None:
     # Qwen2.5-VL-7B without its LM head: 8.29B total minus 152064 x 3584 head weights
     assert counts["instruction_encoder"] == pytest.approx(8.292e9 - 152064 * 3584, rel=2e-3)
     assert counts["text_projection"] == 3584 * 4096 + 4096
+
+
+def test_bfloat16_keeps_the_vae_in_float32_and_agrees_with_float32() -> None:
+    """The CUDA default (bf16 DiT and encoder), run here on the CPU with the shipped checkpoint."""
+    import itertools
+
+    from bench.synth import iter_training_samples
+    from genmask.adapter import GenMaskSegModel
+
+    samples = list(itertools.islice(iter_training_samples(7), 8))
+    images, texts = [s.image for s in samples], [s.text for s in samples]
+    full = GenMaskSegModel(dtype="float32").model
+    half = GenMaskSegModel(dtype="bfloat16").model
+    assert half.transformer.dtype == torch.bfloat16 and half.text_projection.weight.dtype == torch.bfloat16
+    assert half.vae.dtype == torch.float32
+    reference, predicted = full.predict(images, texts), half.predict(images, texts)
+    agreement = [np.logical_and(a, b).sum() / np.logical_or(a, b).sum() if np.logical_or(a, b).any() else 1.0
+                 for a, b in zip(reference, predicted)]  # two empty masks agree
+    assert all(p.dtype == bool and p.shape == (64, 64) for p in predicted)
+    assert np.mean(agreement) > 0.8, agreement
+    with pytest.raises(ValueError, match="dtype"):
+        GenMaskSegModel(dtype="int8")
