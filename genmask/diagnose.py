@@ -62,14 +62,15 @@ def diagnose(model: GenMask, data: SegData, steps: tuple[int, ...] = (1, 4), see
 
 
 def learning_curve(log: Path) -> list[dict]:
-    """Periodic validation records of a training log: step, wall seconds and one-step cIoU (all and per kind)."""
+    """Periodic validation records of a training log: step, wall seconds and one-step cIoU (all, per kind and,
+    where the log has it, per rule)."""
     rows = []
     for line in log.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "val_1step" in record:
             val = record["val_1step"]
             rows.append({"step": record["step"], "wall": record.get("wall"),
-                         **{k: v for k, v in val.items() if k.startswith("ciou_") and isinstance(v, float)}})
+                         **{k: v for k, v in val.items() if k.startswith("ciou_")}})
     return rows
 
 
@@ -120,7 +121,22 @@ def markdown(result: dict, checkpoint: str, command: str, steps: tuple[int, ...]
             minutes = "" if row["wall"] is None else f"{row['wall'] / 60:.0f}"
             lines.append(f"| {row['step']} | {minutes} | {row.get('ciou_all', float('nan')):.3f} | "
                          f"{row.get('ciou_referring', float('nan')):.3f} | {row.get('ciou_reasoning', float('nan')):.3f} |")
+        lines += _rule_curve_table(curve)
     return "\n".join(lines) + "\n"
+
+
+def _rule_curve_table(curve: list[dict]) -> list[str]:
+    """Validation cIoU per rule at each logged step that has it: which rules are being learned."""
+    rows = [row for row in curve if "ciou_by_rule" in row]
+    if not rows:
+        return []
+    rules = sorted({rule for row in rows for rule in row["ciou_by_rule"]})
+    lines = ["", "### cIoU per rule during training", "", "| rule | " + " | ".join(str(r["step"]) for r in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for rule in rules:
+        cells = [f"{row['ciou_by_rule'][rule]:.2f}" if rule in row["ciou_by_rule"] else "" for row in rows]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

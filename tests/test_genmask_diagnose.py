@@ -95,9 +95,11 @@ def test_cli_writes_json_markdown_and_curve(tmp_path) -> None:
     assert result["samples"] == 6 and set(result["steps_2"]["ciou_by_rule"]) == set(result["steps_1"]["ciou_by_rule"])
     assert 0 <= result["instruction_use"]["agreement_iou_own_vs_other_instruction"] <= 1
     assert learning_curve(log) == result["learning_curve"] == [
-        {"step": 10, "wall": 60.0, "ciou_all": 0.2, "ciou_referring": 0.1, "ciou_reasoning": 0.3}]
+        {"step": 10, "wall": 60.0, "ciou_all": 0.2, "ciou_referring": 0.1, "ciou_reasoning": 0.3,
+         "ciou_by_rule": {"x": 0.5}}]
     markdown = (out / "DIAGNOSTICS.md").read_text()
     assert "python -m genmask.diagnose --checkpoint" in markdown and "| 10 | 1 | 0.200 |" in markdown
+    assert "| x | 0.50 |" in markdown  # per-rule learning curve
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
