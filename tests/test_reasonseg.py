@@ -119,6 +119,11 @@ def test_flag_shapes_are_skipped_and_labels_compared_case_insensitively(data_roo
     np.testing.assert_array_equal(capitalised.target(), filled((3, 3, 4, 4, 1)))
 
 
+def test_only_a_label_equal_to_flag_is_skipped_as_in_lisa():
+    shapes = [shape("Flag", rect(0, 0, 3, 3)), shape("flagpole", rect(4, 4, 6, 6))]
+    np.testing.assert_array_equal(paint_target(shapes, H, W), filled((4, 4, 6, 6, 1)))
+
+
 def test_fractional_vertices_are_truncated_like_lisa():
     fractional = [[1.9, 1.2], [4.7, 1.2], [4.7, 3.99], [1.9, 3.99]]
     np.testing.assert_array_equal(paint_target([shape("t", fractional)], H, W), filled((1, 1, 4, 3, 1)))

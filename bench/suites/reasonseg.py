@@ -5,7 +5,7 @@ text = text[0]) or texts="all" (one sample per instruction; sample_id = stem for
 f"{stem}:{k}" for text[k], k >= 1). test-short / test-long are the test files whose is_sentence is
 false / true.
 
-Targets follow LISA's get_mask_from_json: shapes whose label contains "flag" are skipped, labels
+Targets follow LISA's get_mask_from_json: shapes labelled "flag" (any case) are skipped, labels
 containing "ignore" are painted IGNORE (255), all others 1; larger polygons (shoelace area) are
 painted first so smaller ones stay on top. Polygons are rasterised with PIL ImageDraw.polygon
 (interior and outline, vertices truncated to int as LISA's cv2 path does).
@@ -63,7 +63,7 @@ def paint_target(shapes: list[dict[str, Any]], height: int, width: int) -> np.nd
     polygons = []
     for shape in shapes:
         label = shape["label"].lower()
-        if "flag" in label:
+        if label == "flag":  # LISA: `if "flag" == label_id.lower()`; a label "flagpole" is a target
             continue
         points = np.asarray(shape["points"], dtype=np.float64).astype(np.int32)  # truncation, as LISA
         polygons.append((points, IGNORE if "ignore" in label else 1))
