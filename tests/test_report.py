@@ -216,6 +216,13 @@ def test_stale_outputs_are_removed(tmp_path: Path):
     assert (tmp_path / "plots" / "synthref__a.png").exists()
 
 
+def test_other_generated_documents_are_linked(tmp_path: Path):
+    (tmp_path / "genmask-tiny").mkdir()
+    (tmp_path / "genmask-tiny" / "DIAGNOSTICS.md").write_text("# Diagnostics of a model\n\nbody\n")
+    report = build_report(tmp_path).read_text()
+    assert "## Other documents" in report and "- [Diagnostics of a model](genmask-tiny/DIAGNOSTICS.md)" in report
+
+
 def test_empty_results_dir(tmp_path: Path):
     report = build_report(tmp_path / "nothing").read_text(encoding="utf-8")
     assert "No runs yet" in report
