@@ -19,15 +19,23 @@ import numpy as np
 
 from genmask.adapter import SHIPPED_CHECKPOINT
 from genmask.model import GenMask
-from genmask.train import VAL_SEED_OFFSET, SegData, overlaps, predict_masks, summarise, synth_segmentation
+from genmask.train import (
+    VAL_SEED_OFFSET,
+    SegData,
+    ciou,
+    giou,
+    overlaps,
+    predict_masks,
+    summarise,
+    synth_segmentation,
+)
 
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same curve gives the same bytes
 
 
 def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Mean per-sample IoU of two (N, H, W) boolean stacks; an empty union counts as agreement (1)."""
-    inter, union = overlaps(a, b)
-    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+    return giou(*overlaps(a, b))
 
 
 def instruction_use(model: GenMask, data: SegData, own: np.ndarray, seed: int = 0) -> dict:
@@ -35,9 +43,8 @@ def instruction_use(model: GenMask, data: SegData, own: np.ndarray, seed: int = 
     changes its masks (agreement near 1) and scores about as well against the true target."""
     other_texts = data.texts[1:] + data.texts[:1]
     other = predict_masks(model, data.images, other_texts, steps=1, seed=seed)
-    inter, union = overlaps(other, data.masks)
     return {"agreement_iou_own_vs_other_instruction": mean_iou(own, other),
-            "ciou_with_other_instruction": float(inter.sum() / max(union.sum(), 1))}
+            "ciou_with_other_instruction": ciou(*overlaps(other, data.masks))}
 
 
 def mask_sizes(predicted: np.ndarray, target: np.ndarray) -> dict:

@@ -141,17 +141,26 @@ def overlaps(predicted: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
     return (predicted & target).sum(axis=(1, 2)).astype(float), (predicted | target).sum(axis=(1, 2)).astype(float)
 
 
+def ciou(inter: np.ndarray, union: np.ndarray) -> float:
+    """Cumulative IoU: sum I / sum U."""
+    return float(inter.sum() / max(union.sum(), 1))
+
+
+def giou(inter: np.ndarray, union: np.ndarray) -> float:
+    """Mean per-sample IoU; an empty union counts as 1."""
+    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+
 def summarise(inter: np.ndarray, union: np.ndarray, kinds: list[str], rules: list[str]) -> dict:
-    """cIoU (sum I / sum U) and gIoU (mean I/U, empty union = 1) overall and per kind; cIoU per rule."""
+    """cIoU and gIoU overall and per kind; cIoU per rule."""
     kind_array, result = np.array(kinds), {}
     for kind in ["all", *sorted(set(kinds))]:
         chosen = np.ones(len(kinds), bool) if kind == "all" else kind_array == kind
-        ious = np.where(union[chosen] > 0, inter[chosen] / np.maximum(union[chosen], 1), 1.0)
-        result[f"ciou_{kind}"] = float(inter[chosen].sum() / max(union[chosen].sum(), 1))
-        result[f"giou_{kind}"] = float(ious.mean())
+        result[f"ciou_{kind}"] = ciou(inter[chosen], union[chosen])
+        result[f"giou_{kind}"] = giou(inter[chosen], union[chosen])
     rule_array = np.array(rules)
     if len(rules) == len(kinds):
-        result["ciou_by_rule"] = {rule: float(inter[rule_array == rule].sum() / max(union[rule_array == rule].sum(), 1))
+        result["ciou_by_rule"] = {rule: ciou(inter[rule_array == rule], union[rule_array == rule])
                                   for rule in sorted(set(rules))}
     return result
 
@@ -397,7 +406,8 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool) -> dict:
         if main and time.time() - last_save > train.checkpoint_minutes * 60:
             save(done)
             last_save = time.time()
-        out_of_time = agree(accelerator, bool(train.max_minutes) and time.time() - begin > train.max_minutes * 60)
+        # the same config on every process, so only a time limit costs a collective per step
+        out_of_time = bool(train.max_minutes) and agree(accelerator, time.time() - begin > train.max_minutes * 60)
         if out_of_time or done == train.stop_at_step:
             progress.close()
             break
