@@ -1,4 +1,4 @@
-"""Binary-mask helpers: COCO RLE encode/decode (pycocotools), polygons to masks, resizing."""
+"""Binary-mask helpers: COCO RLE encode/decode (pycocotools) and polygons to masks."""
 
 from __future__ import annotations
 
@@ -46,12 +46,3 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
         return decode_rle(segmentation)
     raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
 
-
-def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a boolean mask to (height, width)."""
-    if mask.shape == (height, width):
-        return mask.astype(bool)
-    from PIL import Image
-
-    img = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(img.resize((width, height), Image.NEAREST)) > 127

@@ -1,11 +1,19 @@
-"""Referring-segmentation metrics (cIoU, gIoU, Prec@X, bootstrap CIs) under an explicit, recorded protocol."""
+"""Referring-segmentation metrics under an explicit, recorded protocol, below every loop that uses them.
+
+Per sample: `intersection_union` and `score_sample` (one predictions-file record). Per split:
+`SegmentationEvaluator` / `score_records` (cIoU, gIoU, Prec@X, bootstrap CIs). Between two runs on the same
+samples: `paired_bootstrap` (the difference in cIoU and gIoU with its 95% interval).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from bench.masks import encode_rle
 
 _BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000  # bounds the memory of the resampling index matrix (about 32 MB)
 
@@ -83,12 +91,10 @@ class SegmentationEvaluator:
         self._unions.append(int(union))
         self._failed.append(bool(failed))
 
-    def sample_ious(self) -> np.ndarray:
-        """Per-sample IoU in processing order (failed samples 0)."""
-        inters = np.asarray(self._inters, dtype=np.float64)
-        unions = np.asarray(self._unions, dtype=np.float64)
-        ious = _ratio_of_sums(inters, unions, self.protocol.empty_union_iou)
-        return np.where(np.asarray(self._failed, dtype=bool), 0.0, ious)
+    def scores(self) -> SampleScores:
+        """The accumulated samples as arrays, in processing order."""
+        return SampleScores(np.asarray(self._inters, dtype=np.float64), np.asarray(self._unions, dtype=np.float64),
+                            np.asarray(self._failed, dtype=bool))
 
     def evaluate(self) -> dict[str, Any]:
         """n, n_failed, cIoU, gIoU, Prec@X and 95% bootstrap CIs as plain Python values (None when n == 0)."""
@@ -100,40 +106,134 @@ class SegmentationEvaluator:
                 {"ciou": None, "giou": None, **dict.fromkeys(prec_keys), "ciou_ci95": None, "giou_ci95": None}
             )
             return result
-        inters = np.asarray(self._inters, dtype=np.float64)
-        unions = np.asarray(self._unions, dtype=np.float64)
-        ious = self.sample_ious()
-        result["ciou"] = float(_ratio_of_sums(inters.sum(), unions.sum(), self.protocol.empty_union_iou))
+        scores = self.scores()
+        ious = scores.ious(self.protocol.empty_union_iou)
+        result["ciou"] = scores.ciou(self.protocol.empty_union_iou)
         result["giou"] = float(ious.mean())
         for key, threshold in zip(prec_keys, self.protocol.thresholds, strict=True):
             result[key] = float(np.mean(ious > threshold))
-        result["ciou_ci95"], result["giou_ci95"] = self._bootstrap_cis(inters, unions, ious)
+        result["ciou_ci95"], result["giou_ci95"] = bootstrap_cis(scores, self.protocol)
         return result
 
-    def _bootstrap_cis(
-        self, inters: np.ndarray, unions: np.ndarray, ious: np.ndarray
-    ) -> tuple[list[float] | None, list[float] | None]:
-        """Percentile 95% CIs of cIoU and gIoU, resampling samples with replacement (seeded, chunked)."""
-        resamples = self.protocol.bootstrap
-        if resamples <= 0:
-            return None, None
-        n = len(ious)
-        rng = np.random.default_rng(self.protocol.ci_seed)
-        rows_per_chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
-        ciou_stats, giou_stats = [], []
-        for start in range(0, resamples, rows_per_chunk):
-            rows = min(rows_per_chunk, resamples - start)
-            index = rng.integers(0, n, size=(rows, n))
-            ciou_stats.append(
-                _ratio_of_sums(inters[index].sum(1), unions[index].sum(1), self.protocol.empty_union_iou)
-            )
-            giou_stats.append(ious[index].mean(1))
-        return _percentile_interval(np.concatenate(ciou_stats)), _percentile_interval(
-            np.concatenate(giou_stats)
-        )
+
+class SampleScores:
+    """Per-sample intersection, union and failure flags of one split, as float arrays in a fixed order."""
+
+    def __init__(self, inters: np.ndarray, unions: np.ndarray, failed: np.ndarray):
+        self.inters, self.unions, self.failed = inters, unions, failed
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> SampleScores:
+        """From predictions-file records (intersection, union, status)."""
+        records = list(records)
+        return cls(np.array([r["intersection"] for r in records], dtype=np.float64),
+                   np.array([r["union"] for r in records], dtype=np.float64),
+                   np.array([r["status"] != "ok" for r in records], dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.inters)
+
+    def ious(self, empty_union_iou: float) -> np.ndarray:
+        """Per-sample IoU (failed samples 0)."""
+        return np.where(self.failed, 0.0, _ratio_of_sums(self.inters, self.unions, empty_union_iou))
+
+    def ciou(self, empty_union_iou: float) -> float:
+        return float(_ratio_of_sums(self.inters.sum(), self.unions.sum(), empty_union_iou))
+
+
+def resample_indices(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Bootstrap index matrices (rows x n), drawn with replacement from one seeded stream, in bounded chunks.
+
+    The chunks concatenate to the single matrix `default_rng(seed).integers(0, n, (resamples, n))`."""
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(n, 1))
+    for start in range(0, resamples, rows_per_chunk):
+        yield rng.integers(0, n, size=(min(rows_per_chunk, resamples - start), n))
+
+
+def _bootstrap_statistics(scores: SampleScores, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """cIoU and gIoU of every bootstrap resample of `scores`."""
+    ious = scores.ious(protocol.empty_union_iou)
+    ciou_stats, giou_stats = [], []
+    for index in resample_indices(len(scores), protocol.bootstrap, protocol.ci_seed):
+        ciou_stats.append(_ratio_of_sums(scores.inters[index].sum(1), scores.unions[index].sum(1),
+                                         protocol.empty_union_iou))
+        giou_stats.append(ious[index].mean(1))
+    return np.concatenate(ciou_stats), np.concatenate(giou_stats)
+
+
+def bootstrap_cis(scores: SampleScores, protocol: Protocol) -> tuple[list[float] | None, list[float] | None]:
+    """Percentile 95% CIs of cIoU and gIoU, resampling samples with replacement (None without resamples)."""
+    if protocol.bootstrap <= 0 or len(scores) == 0:
+        return None, None
+    ciou_stats, giou_stats = _bootstrap_statistics(scores, protocol)
+    return _percentile_interval(ciou_stats), _percentile_interval(giou_stats)
+
+
+def paired_bootstrap(a: SampleScores, b: SampleScores, protocol: Protocol) -> dict[str, Any]:
+    """cIoU and gIoU of run `a` minus run `b` on the same samples (same order), with paired 95% intervals.
+
+    Each resample draws the same samples for both runs, so what the two have in common (hard samples)
+    cancels out. `significant` is true when the interval excludes zero."""
+    if len(a) != len(b):
+        raise ValueError(f"paired bootstrap needs the same samples: {len(a)} against {len(b)}")
+    result: dict[str, Any] = {"n": len(a)}
+    empty = protocol.empty_union_iou
+    point = {"ciou": a.ciou(empty) - b.ciou(empty),
+             "giou": float(a.ious(empty).mean() - b.ious(empty).mean()) if len(a) else 0.0}
+    intervals: dict[str, list[float] | None] = {"ciou": None, "giou": None}
+    if protocol.bootstrap > 0 and len(a):
+        a_ciou, a_giou = _bootstrap_statistics(a, protocol)
+        b_ciou, b_giou = _bootstrap_statistics(b, protocol)  # the same seed: the same resampled indices
+        intervals = {"ciou": _percentile_interval(a_ciou - b_ciou), "giou": _percentile_interval(a_giou - b_giou)}
+    for metric in ("ciou", "giou"):
+        interval = intervals[metric]
+        result[metric] = {"difference": float(point[metric]), "ci95": interval,
+                          "significant": None if interval is None else bool(interval[0] > 0 or interval[1] < 0)}
+    return result
+
+
+def paired_scores(a: Iterable[dict[str, Any]], b: Iterable[dict[str, Any]]) -> tuple[SampleScores, SampleScores]:
+    """Align two runs' records of one split by sample id; the two must cover exactly the same samples."""
+    by_id_a = {r["sample_id"]: r for r in a}
+    by_id_b = {r["sample_id"]: r for r in b}
+    if by_id_a.keys() != by_id_b.keys():
+        only_a, only_b = sorted(by_id_a.keys() - by_id_b.keys()), sorted(by_id_b.keys() - by_id_a.keys())
+        raise ValueError(f"the runs cover different samples ({len(only_a)} only in the first, e.g. "
+                         f"{only_a[:1]}; {len(only_b)} only in the second, e.g. {only_b[:1]})")
+    order = sorted(by_id_a)
+    return (SampleScores.from_records(by_id_a[i] for i in order),
+            SampleScores.from_records(by_id_b[i] for i in order))
 
 
 def _percentile_interval(stats: np.ndarray) -> list[float]:
     """The 2.5th and 97.5th percentiles as plain floats."""
     low, high = np.percentile(stats, [2.5, 97.5])
     return [float(low), float(high)]
+
+
+def score_sample(sample_id: str, split: str, mask: np.ndarray | None, error: str | None,
+                 target: np.ndarray | None, protocol: Protocol) -> dict[str, Any]:
+    """One predictions-file record. No mask means failed: IoU 0, and the gt area still enters the cIoU union;
+    no target (it could not be read) fails the sample with intersection and union 0."""
+    failed = mask is None or target is None
+    inter, union = (0, 0) if target is None else intersection_union(mask, target, protocol)
+    return {
+        "sample_id": sample_id,
+        "split": split,
+        "segmentation": None if failed else encode_rle(mask),
+        "iou": 0.0 if failed else sample_iou(inter, union, protocol),
+        "status": "failed" if failed else "ok",
+        "error": (error or "no prediction") if failed else None,
+        "intersection": int(inter),
+        "union": int(union),
+        "area": 0 if failed else int(mask.sum()),
+    }
+
+
+def score_records(records: list[dict[str, Any]], protocol: Protocol) -> dict[str, Any]:
+    """Split metrics from records carrying intersection/union/status (the evaluator does the maths)."""
+    evaluator = SegmentationEvaluator(protocol)
+    for r in records:
+        evaluator.process(r["sample_id"], r["intersection"], r["union"], failed=r["status"] != "ok")
+    return evaluator.evaluate()

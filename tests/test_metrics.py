@@ -213,3 +213,96 @@ def test_protocol_to_dict_round_trips():
     record = json.loads(json.dumps(protocol.to_dict()))
     assert record["thresholds"] == [0.5, 0.75]
     assert Protocol(**{**record, "thresholds": tuple(record["thresholds"])}) == protocol
+
+
+# ---------------------------------------------------------------- bootstrap, single and paired
+
+
+def _percentile(values, q):
+    """Linear-interpolation percentile (numpy's default), by hand."""
+    ordered = sorted(values)
+    position = q / 100 * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _reference_stats(inters, unions, failed, rows, empty_union_iou):
+    """cIoU and gIoU of each resample, with Python loops over the index rows."""
+    cious, gious = [], []
+    for row in rows:
+        i_sum = sum(inters[k] for k in row)
+        u_sum = sum(unions[k] for k in row)
+        cious.append(i_sum / u_sum if u_sum else empty_union_iou)
+        ious = [0.0 if failed[k] else (inters[k] / unions[k] if unions[k] else empty_union_iou) for k in row]
+        gious.append(sum(ious) / len(ious))
+    return cious, gious
+
+
+def _random_scores(rng, n):
+    unions = rng.integers(0, 50, n)
+    inters = (unions * rng.random(n)).astype(int)
+    failed = rng.random(n) < 0.1
+    inters[failed] = 0
+    return [int(v) for v in inters], [int(v) for v in unions], [bool(v) for v in failed]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bootstrap_cis_match_reference(seed):
+    from bench.metrics import SampleScores, bootstrap_cis
+
+    rng = np.random.default_rng(seed)
+    inters, unions, failed = _random_scores(rng, 37)
+    protocol = Protocol(bootstrap=200, ci_seed=seed)
+    scores = SampleScores(np.array(inters, float), np.array(unions, float), np.array(failed))
+    rows = np.random.default_rng(seed).integers(0, 37, size=(200, 37)).tolist()
+    cious, gious = _reference_stats(inters, unions, failed, rows, 1.0)
+    ciou_ci, giou_ci = bootstrap_cis(scores, protocol)
+    assert ciou_ci == pytest.approx([_percentile(cious, 2.5), _percentile(cious, 97.5)])
+    assert giou_ci == pytest.approx([_percentile(gious, 2.5), _percentile(gious, 97.5)])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_paired_bootstrap_matches_reference(seed):
+    from bench.metrics import paired_bootstrap, paired_scores
+
+    rng = np.random.default_rng(seed)
+    n = 29
+    a_i, a_u, a_f = _random_scores(rng, n)
+    b_i, b_u, b_f = _random_scores(rng, n)
+
+    def records(inters, unions, failed, order):
+        return [{"sample_id": f"s{k}", "intersection": inters[k], "union": unions[k],
+                 "status": "failed" if failed[k] else "ok"} for k in order]
+
+    # the second run lists its samples in another order: pairing is by sample id
+    a, b = paired_scores(records(a_i, a_u, a_f, range(n)), records(b_i, b_u, b_f, reversed(range(n))))
+    protocol = Protocol(bootstrap=300, ci_seed=seed, empty_union_iou=0.0)
+    result = paired_bootstrap(a, b, protocol)
+    order = sorted(range(n), key=lambda k: f"s{k}")  # paired_scores sorts by id
+    a_i, a_u, a_f, b_i, b_u, b_f = ([v[k] for k in order] for v in (a_i, a_u, a_f, b_i, b_u, b_f))
+    rows = np.random.default_rng(seed).integers(0, n, size=(300, n)).tolist()
+    a_c, a_g = _reference_stats(a_i, a_u, a_f, rows, 0.0)
+    b_c, b_g = _reference_stats(b_i, b_u, b_f, rows, 0.0)
+    d_c = [x - y for x, y in zip(a_c, b_c)]
+    d_g = [x - y for x, y in zip(a_g, b_g)]
+    full = [list(range(n))]
+    (a_c0,), (a_g0,) = _reference_stats(a_i, a_u, a_f, full, 0.0)
+    (b_c0,), (b_g0,) = _reference_stats(b_i, b_u, b_f, full, 0.0)
+    assert result["n"] == n
+    assert result["ciou"]["difference"] == pytest.approx(a_c0 - b_c0)
+    assert result["giou"]["difference"] == pytest.approx(a_g0 - b_g0)
+    assert result["ciou"]["ci95"] == pytest.approx([_percentile(d_c, 2.5), _percentile(d_c, 97.5)])
+    assert result["giou"]["ci95"] == pytest.approx([_percentile(d_g, 2.5), _percentile(d_g, 97.5)])
+    low, high = result["ciou"]["ci95"]
+    assert result["ciou"]["significant"] == (low > 0 or high < 0)
+
+
+def test_paired_bootstrap_of_a_run_with_itself_is_zero_and_different_samples_are_refused():
+    from bench.metrics import paired_bootstrap, paired_scores
+
+    records = [{"sample_id": str(k), "intersection": k, "union": 10, "status": "ok"} for k in range(10)]
+    result = paired_bootstrap(*paired_scores(records, records), Protocol(bootstrap=100))
+    assert result["ciou"] == {"difference": 0.0, "ci95": [0.0, 0.0], "significant": False}
+    with pytest.raises(ValueError, match="different samples"):
+        paired_scores(records, records[:-1])

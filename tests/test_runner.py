@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +17,10 @@ import pytest
 from PIL import Image
 
 from bench.cli import main
-from bench.masks import decode_rle
+from bench.masks import decode_rle, encode_rle
+from bench.metrics import Protocol
+from bench.models import ModelInput, SegModel
+from bench.runner import Runner, RunSpec
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +80,7 @@ def test_oracle_scores_one_and_empty_zero(tmp_path, data_root):
     for m in _metrics(out)["splits"].values():
         assert m["ciou"] == 0.0 and m["giou"] == 0.0
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "finished" and run["model"] == "empty" and run["protocol"]["empty_union_iou"] == 1.0
+    assert run["status"] == "complete" and run["kind"] == "leaderboard" and run["model"] == "empty" and run["protocol"]["empty_union_iou"] == 1.0
     assert run["timings"]["samples"] == sum(m["n"] for m in _metrics(out)["splits"].values())
 
 
@@ -98,9 +103,12 @@ def test_score_reproduces_run_metrics(tmp_path, data_root):
                  "--data-root", str(data_root), "--out", str(tmp_path / "scored"), "--bootstrap", "50"])
     assert code == 0
     assert _metrics(tmp_path / "scored") == {**_metrics(out), "model": "predictions"}
+    scored, ran = (json.loads((d / "run.json").read_text()) for d in (tmp_path / "scored", out))
+    assert set(scored) == set(ran)  # one run.json schema for bench run and bench score
+    assert scored["status"] == "complete" and scored["spec"]["predictions"].endswith("predictions.jsonl")
 
 
-def test_score_counts_missing_as_failed_and_ignores_other_ids(tmp_path, data_root):
+def test_score_counts_missing_as_failed_and_ignores_other_ids(tmp_path, data_root, capsys):
     _, out = _run(tmp_path, data_root, "--model", "oracle", "--split", "val", "testA")
     lines = (out / "predictions.jsonl").read_text().splitlines()
     val = [line for line in lines if json.loads(line)["split"] == "val"]
@@ -108,9 +116,11 @@ def test_score_counts_missing_as_failed_and_ignores_other_ids(tmp_path, data_roo
     subset = tmp_path / "subset.jsonl"  # drop one val line; keep testA lines without their split field
     subset.write_text("\n".join(val[1:] + [json.dumps({"sample_id": r["sample_id"], "segmentation": r["segmentation"]})
                                            for r in others]) + "\n")
-    with pytest.warns(UserWarning, match=f"{len(others)} predictions .* not in refcoco/val"):
-        main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(subset),
-              "--data-root", str(data_root), "--out", str(tmp_path / "s"), "--bootstrap", "0"])
+    main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(subset),
+          "--data-root", str(data_root), "--out", str(tmp_path / "s"), "--bootstrap", "0"])
+    # an expected condition: a plain note on stderr and a warning in run.json, not a Python warning
+    assert re.search(f"note: {len(others)} predictions .* not in refcoco/val", capsys.readouterr().err)
+    assert any("not in refcoco/val" in w for w in json.loads((tmp_path / "s" / "run.json").read_text())["warnings"])
     m = _metrics(tmp_path / "s")["splits"]["val"]
     assert m["n"] == len(val) and m["n_failed"] == 1
     assert m["giou"] == pytest.approx((len(val) - 1) / len(val))
@@ -280,3 +290,55 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, data_root, capsys):
     code, _ = _run(tmp_path, data_root, "--model", "genmask", "--checkpoint", str(tmp_path / "no-such-checkpoint"))
     err = capsys.readouterr().err
     assert code == 1 and "cannot build model 'genmask'" in err and "no-such-checkpoint" in err
+
+
+class RightHalfModel(SegModel):
+    """An unregistered model object: the right half of every image."""
+
+    name = "right-half"
+
+    def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
+        masks = []
+        for x in batch:
+            mask = np.zeros(x.image.shape[:2], dtype=bool)
+            mask[:, x.image.shape[1] // 2 :] = True
+            masks.append(mask)
+        return masks
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_runner_takes_a_model_object(tmp_path, data_root, workers):
+    spec = RunSpec(suites=["refcoco"], splits=["val"], data_root=str(data_root), out=str(tmp_path / "obj"),
+                   progress=False, workers=workers, protocol=Protocol(bootstrap=0))
+    results = Runner(spec, model=RightHalfModel()).run()
+    run = json.loads((tmp_path / "obj" / "run.json").read_text())
+    assert run["model"] == "right-half" and run["status"] == "complete"
+    records = [json.loads(x) for x in (tmp_path / "obj" / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" and r["area"] > 0 for r in records)
+    assert results["refcoco"]["splits"]["val"]["n"] == len(records)
+    reference = tmp_path / "reference"  # the same run read in this process: the same bytes
+    Runner(dataclasses.replace(spec, out=str(reference), workers=0), model=RightHalfModel()).run()
+    assert (reference / "predictions.jsonl").read_bytes() == (tmp_path / "obj" / "predictions.jsonl").read_bytes()
+
+
+def test_a_target_that_cannot_be_rasterised_fails_only_its_sample(tmp_path):
+    root = tmp_path / "data"
+    refer = root / "refer_seg"
+    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
+    image_dir.mkdir(parents=True)
+    images, annotations, refs = [], [], []
+    for image_id in (1, 2):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_dir / coco_image_name(image_id))
+        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": 64, "width": 64})
+        segmentation = [_square(4, 4, 20)] if image_id == 1 else encode_rle(np.ones((10, 10), bool))  # 10x10 on 64x64
+        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                            "segmentation": segmentation, "bbox": [0, 0, 1, 1], "area": 1})
+        refs.append(make_ref(image_id, image_id, image_id, 1, "val", [(image_id, f"thing {image_id}")]))
+    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
+    code, out = _run(tmp_path, root, "--model", "oracle", "--split", "val")
+    assert code == 0
+    records = {r["sample_id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert records["1"]["status"] == "ok" and records["1"]["iou"] == 1.0
+    assert records["2"]["status"] == "failed" and records["2"]["error"].startswith("target:")
+    assert "(10, 10)" in records["2"]["error"]
+    assert _metrics(out)["splits"]["val"]["n_failed"] == 1
