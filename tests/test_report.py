@@ -1,11 +1,14 @@
-"""REPORT.md generation from hand-written run directories: determinism, measured vs reported, CSV = table."""
+"""REPORT.md generation from hand-written run directories: determinism, measured vs reported, CSV = table,
+ablation and diagnostic runs kept off the leaderboard, stale-file deletion limited to the report's files."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -29,19 +32,22 @@ def split_metrics(ciou, giou, n=4, failed=0):
 
 
 def write_run(
-    run_dir: Path, model: str, metrics_by_suite: dict, created: str, label: str | None = None
+    run_dir: Path, model: str, metrics_by_suite: dict, created: str, label: str | None = None, **record
 ) -> Path:
-    """A run directory as the runner writes it: run.json, metrics and predictions (per suite when several)."""
+    """A run directory as the runner writes it: run.json, metrics and predictions (per suite when several).
+
+    Without `record` (kind, group, status, schema) run.json is schema 1, as the committed runs are."""
     run_dir.mkdir(parents=True)
     suites = list(metrics_by_suite)
     info = {
         "suites": suites, "model": model, "model_config": {"steps": 1}, "protocol": PROTOCOL, "seed": 0,
         "git_commit": "0123abc", "created": created, "versions": {"numpy": "2.0"}, "device": "cpu",
         "dataset_fingerprints": {suite: f"fp-{suite}" for suite in suites}, "warnings": ["tiny weights"],
-        "timings": {"total_s": 2.0},
+        "timings": {"total_s": 2.0}, "status": "finished",
     }  # fmt: skip
     if label:
         info["label"] = label
+    info.update(record)
     (run_dir / "run.json").write_text(json.dumps(info), encoding="utf-8")
     for suite, splits in metrics_by_suite.items():
         suffix = f".{suite}" if len(suites) > 1 else ""
@@ -64,9 +70,15 @@ def write_run(
     return run_dir
 
 
+def ablation(group: str | None) -> dict:
+    return {"kind": "ablation", "group": group, "status": "complete", "schema": 2}
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three runs: oracle on two suites, an older oracle run, a labelled genmask run (tests only read it)."""
+    """Three leaderboard runs: oracle on two suites, an older oracle run, a labelled genmask run; three
+    ablation variants (two in "steps", one labelled like a leaderboard model, and the same label in a
+    second group), a diagnostic run and an ablation summary written by another command. Tests only read it."""
     root = tmp_path_factory.mktemp("report") / "results"
     write_run(
         root / "runs" / "multi",
@@ -90,6 +102,17 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "2025-03-01T00:00:00",
         label="GenMask-tiny",
     )
+    newer = "2025-04-01T00:00:00+00:00"  # newer than every leaderboard run: must still not replace one
+    write_run(root / "runs" / "steps-1", "genmask", {"refcoco": {"val": split_metrics(0.3, 0.3)}}, newer,
+              label="oracle", **ablation("steps"))  # fmt: skip
+    write_run(root / "runs" / "steps-4", "genmask", {"synthref": {"val": split_metrics(0.33, 0.34)}}, newer,
+              label="steps=4", **ablation("steps"))  # fmt: skip
+    write_run(root / "runs" / "cfg-2", "genmask", {"refcoco": {"val": split_metrics(0.2, 0.2)}}, newer,
+              label="oracle", **ablation("guidance scale"))  # fmt: skip
+    write_run(root / "runs" / "probe", "genmask", {"synthref": {"val": split_metrics(0.11, 0.12)}}, newer,
+              label="probe", kind="diagnostic", status="complete", schema=2)  # fmt: skip
+    (root / "ablations" / "steps").mkdir(parents=True)
+    (root / "ablations" / "steps" / "report.md").write_text("# Steps ablation\n", encoding="utf-8")
     return root
 
 
@@ -128,6 +151,11 @@ def test_two_builds_are_byte_identical(results: Path):
     assert snapshot(results) == first
     assert {"tables/refcoco.csv", "tables/synthref.csv", "plots/refcoco__runs__multi.png"} <= set(first)
     assert sum(name.endswith(".png") for name in first) == 3  # oracle x 2 suites + GenMask-tiny on refcoco
+    pages = {"ablations/steps/runs.md", "ablations/guidance_scale/runs.md", "diagnostics/runs.md"}
+    assert pages <= set(first)
+    manifest = json.loads(first[".report-manifest.json"])
+    assert manifest["files"] == sorted(manifest["files"]) and pages <= set(manifest["files"])
+    assert "ablations/steps/report.md" not in manifest["files"]  # another command's file, never the report's
 
 
 def test_header_and_measured_cells(results: Path, report: str):
@@ -220,7 +248,8 @@ def test_other_generated_documents_are_linked(tmp_path: Path):
     (tmp_path / "genmask-tiny").mkdir()
     (tmp_path / "genmask-tiny" / "DIAGNOSTICS.md").write_text("# Diagnostics of a model\n\nbody\n")
     report = build_report(tmp_path).read_text()
-    assert "## Other documents" in report and "- [Diagnostics of a model](genmask-tiny/DIAGNOSTICS.md)" in report
+    assert "## Other documents" in report
+    assert "- [Diagnostics of a model](genmask-tiny/DIAGNOSTICS.md)" in report
 
 
 def test_empty_results_dir(tmp_path: Path):
@@ -267,3 +296,119 @@ def test_reported_csv_contents():
     assert cited.value == 34.1 and "48.4" in cited.note and "mismatch" in cited.note
     refer_methods = {m for (s, _, m, _) in values if s == "refcoco+"}
     assert len([k for k in values if k[0] == "refcoco+"]) == 3 * len(refer_methods) - 1  # GenMask has no val
+
+
+def resolve_link(results: Path, page: str, href: str) -> Path:
+    """Where a relative link on a generated page points."""
+    return (results / page).parent.joinpath(unquote(href)).resolve()
+
+
+def test_ablation_variants_stay_off_the_leaderboard(results: Path, report: str):
+    refcoco = table_after(report, "## refcoco")
+    measured = {plain(row[1]): row for row in refcoco[1:] if row[0] == "measured"}
+    assert set(measured) == {"oracle", "GenMask-tiny"}
+    assert measured["oracle"][1] == "[oracle](runs/multi/)"  # not the newer "oracle" variants
+    assert [plain(row[1]) for row in table_after(report, "## synthref")[1:]] == ["oracle"]
+    assert "Superseded by a newer run of the same model: [runs/old](runs/old/) (oracle)." in report
+    leaderboards = report.partition("## Ablations")[0]
+    assert "steps-" not in leaderboards and "cfg-2" not in leaderboards
+    with open(results / "tables" / "refcoco.csv", encoding="utf-8", newline="") as handle:
+        assert "runs/steps-1" not in [row["run_or_source"] for row in csv.DictReader(handle)]
+    assert "- kind: ablation (group: steps)" in report and "- kind: diagnostic" in report
+
+
+def test_ablations_section_and_group_pages(results: Path, report: str):
+    section = report[report.index("## Ablations\n") : report.index("## Diagnostics\n")]
+    assert section.index("[guidance scale]") < section.index("[steps]")
+    assert "- [guidance scale](ablations/guidance_scale/runs.md): 1 variant\n" in section
+    assert (
+        "- [steps](ablations/steps/runs.md): 2 variants; summary: "
+        "[ablations/steps/report.md](ablations/steps/report.md)\n" in section
+    )
+    steps = (results / "ablations" / "steps" / "runs.md").read_text(encoding="utf-8")
+    assert steps.startswith("# Ablation: steps\n") and "[ablations/steps/report.md](report.md)" in steps
+    assert "Back to [REPORT.md](../../REPORT.md)" in steps
+    assert table_after(steps, "## refcoco")[1] == [
+        "[oracle](../../runs/steps-1/)", "30.0 [25.0, 35.0] / 30.0 [20.0, 40.0]", "runs/steps-1"
+    ]  # fmt: skip
+    assert plain(table_after(steps, "## synthref")[1][0]) == "steps=4"
+    guidance = (results / "ablations" / "guidance_scale" / "runs.md").read_text(encoding="utf-8")
+    assert [row[0] for row in table_after(guidance, "## refcoco")[1:]] == ["[oracle](../../runs/cfg-2/)"]
+    assert "steps-1" not in guidance
+    for page, text in (("REPORT.md", report), ("ablations/steps/runs.md", steps)):
+        for href in re.findall(r"\]\(([^)]+)\)", text):
+            assert resolve_link(results, page, href).exists(), (page, href)
+
+
+def test_diagnostic_runs_get_their_own_section(results: Path, report: str):
+    section = report[report.index("## Diagnostics\n") : report.index("## Runs\n")]
+    assert "- [Diagnostic runs](diagnostics/runs.md): 1 run\n" in section
+    page = (results / "diagnostics" / "runs.md").read_text(encoding="utf-8")
+    assert table_after(page, "## synthref")[1][0] == "[probe](../runs/probe/)"
+    probe = resolve_link(results, "diagnostics/runs.md", "../runs/probe/")
+    assert probe == (results / "runs" / "probe").resolve()
+    assert "probe" not in report.partition("## Ablations")[0]
+    assert report.count("diagnostics/runs.md") == 1 and "## Other documents" not in report
+    build_report(results)  # the page now exists on disk: still not an "other document"
+    assert "## Other documents" not in (results / "REPORT.md").read_text(encoding="utf-8")
+
+
+def test_sections_are_omitted_without_such_runs(tmp_path: Path):
+    write_run(tmp_path / "a", "oracle", {"synthref": {"val": split_metrics(0.5, 0.5)}}, "2025-01-01T00:00:00")
+    report = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "## Ablations" not in report and "## Diagnostics" not in report
+    assert not (tmp_path / "ablations").exists() and not (tmp_path / "diagnostics").exists()
+
+
+def test_user_files_survive_and_only_stale_outputs_go(tmp_path: Path):
+    write_run(tmp_path / "a", "oracle", {"synthref": {"val": split_metrics(0.5, 0.5)}}, "2025-01-01T00:00:00")
+    run_b = write_run(tmp_path / "b", "other", {"synthref": {"val": split_metrics(0.5, 0.5)}},
+                      "2025-01-01T00:00:00")  # fmt: skip
+    run_c = write_run(tmp_path / "c", "other", {"synthref": {"val": split_metrics(0.4, 0.4)}},
+                      "2025-01-01T00:00:00", **ablation("g"))  # fmt: skip
+    build_report(tmp_path)
+    assert (tmp_path / "ablations" / "g" / "runs.md").is_file()
+    (tmp_path / "plots" / "my_figure.png").write_bytes(b"mine")
+    (tmp_path / "tables" / "my_table.csv").write_text("mine\n")
+    (run_b / "run.json").unlink()
+    shutil.rmtree(run_c)
+    build_report(tmp_path)
+    assert (tmp_path / "plots" / "my_figure.png").read_bytes() == b"mine"
+    assert (tmp_path / "tables" / "my_table.csv").read_text() == "mine\n"
+    assert not (tmp_path / "plots" / "synthref__b.png").exists()
+    assert (tmp_path / "plots" / "synthref__a.png").exists()
+    assert not (tmp_path / "ablations").exists()  # the page went, and with it its emptied folders
+    files = json.loads((tmp_path / ".report-manifest.json").read_text())["files"]
+    assert "plots/synthref__a.png" in files and "plots/my_figure.png" not in files
+
+
+def test_deleting_never_follows_a_symlink_out_of_the_results_dir(tmp_path: Path):
+    results, outside = tmp_path / "results", tmp_path / "outside"
+    write_run(results / "a", "oracle", {"synthref": {"val": split_metrics(0.5, 0.5)}}, "2025-01-01T00:00:00")
+    run_b = write_run(results / "b", "other", {"synthref": {"val": split_metrics(0.5, 0.5)}},
+                      "2025-01-01T00:00:00")  # fmt: skip
+    build_report(results)
+    shutil.move(results / "plots", outside)  # the user keeps the figures elsewhere and links them back
+    (results / "plots").symlink_to(outside, target_is_directory=True)
+    (outside / "victim.png").write_bytes(b"keep")
+    manifest = json.loads((results / ".report-manifest.json").read_text())
+    escapes = ["../outside/victim.png", str(outside / "victim.png"), "plots/../../outside/victim.png"]
+    manifest["files"] += escapes  # a damaged manifest must not reach outside either
+    (results / ".report-manifest.json").write_text(json.dumps(manifest))
+    (run_b / "run.json").unlink()
+    build_report(results)
+    assert (outside / "synthref__b.png").is_file() and (outside / "victim.png").read_bytes() == b"keep"
+    assert (results / "plots").is_symlink()
+
+
+def test_two_builds_with_ablations_are_byte_identical(tmp_path: Path):
+    created = "2025-01-01T00:00:00"
+    write_run(tmp_path / "x", "genmask", {"synthref": {"val": split_metrics(0.5, 0.5)}}, created,
+              label="v1", **ablation("a/b"))  # fmt: skip
+    write_run(tmp_path / "y", "genmask", {"synthref": {"val": split_metrics(0.6, 0.5)}}, created,
+              label="v1", **ablation("a__b"))  # fmt: skip  (both names slug to a__b: two folders still)
+    build_report(tmp_path)
+    first = snapshot(tmp_path)
+    assert {"ablations/a__b/runs.md", "ablations/a__b-2/runs.md"} <= set(first)
+    build_report(tmp_path)
+    assert snapshot(tmp_path) == first

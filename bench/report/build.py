@@ -1,0 +1,59 @@
+"""Builds the whole report in memory as {relative path: bytes}, then writes it in one go (see output.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report.groups import group_runs
+from bench.report.leaderboard import Files, suite_section
+from bench.report.output import read_manifest, write_outputs
+from bench.report.provenance import other_documents, runs_section
+from bench.report.reported import REAL_SUITES, ReportedValue, load_reported
+from bench.report.runs import Run, load_runs
+from bench.report.text import REPORT, generated_line
+from bench.report.variants import ablations_section, diagnostics_section
+
+
+def build_report(results_dir: Path = Path("results")) -> Path:
+    """Writes results_dir/REPORT.md, its pages, tables/ and plots/ from every run below results_dir; returns
+    the path of REPORT.md."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    outputs = render_report(results_dir, load_runs(results_dir), load_reported())
+    write_outputs(results_dir, outputs)
+    return results_dir / REPORT
+
+
+def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedValue]) -> Files:
+    """Every file of the report, REPORT.md included; reads results_dir only for documents to link."""
+    groups = group_runs(runs)
+    generated = generated_line(results_dir.as_posix())
+    lines = [
+        "# Benchmark report",
+        "",
+        generated,
+        "",
+        "Cells are cIoU / gIoU in %, with the 95% bootstrap confidence interval in brackets for measured "
+        "rows. Rows of kind *reported* are copied from papers (`bench/data/reported.csv`), not measured "
+        'here. One measured row per model (run.json "label", else "model"): when a model has several runs '
+        'of a suite, the newest by run.json "created" is shown and the others are listed as superseded.',
+        "",
+    ]
+    if not runs:
+        lines += [f"No runs yet: no directory below `{results_dir.as_posix()}` contains a run.json.", ""]
+    files: Files = {}
+    measured = sorted({suite for run in groups.leaderboard for suite in run.results})
+    for suite in measured + [suite for suite in REAL_SUITES if suite not in measured]:
+        section, section_files = suite_section(suite, groups.leaderboard, reported)
+        lines += section
+        files.update(section_files)
+    for section, section_files in (
+        ablations_section(results_dir, groups.ablations, generated),
+        diagnostics_section(groups.diagnostics, generated),
+    ):
+        lines += section
+        files.update(section_files)
+    lines += runs_section(runs)
+    lines += other_documents(results_dir, set(files) | read_manifest(results_dir))
+    files[REPORT] = ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
+    return files

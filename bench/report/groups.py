@@ -1,0 +1,46 @@
+"""Sorts runs by kind: leaderboard entries (newest per name), ablation variants by group, diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.report.runs import Run
+
+UNGROUPED = "ungrouped"  # the group of ablation runs whose run.json has no "group"
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The runs of each part of the report; ablation variants and diagnostics never enter the leaderboard."""
+
+    leaderboard: list[Run]
+    ablations: dict[str, list[Run]]  # group -> its variants; groups by name, "ungrouped" last
+    diagnostics: list[Run]
+
+
+def group_runs(runs: list[Run]) -> Groups:
+    ablations: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.record.kind == "ablation":
+            ablations.setdefault(run.record.group or UNGROUPED, []).append(run)
+    order = sorted(ablations, key=lambda group: (group == UNGROUPED, group.lower(), group))
+    return Groups(
+        leaderboard=[run for run in runs if run.record.kind == "leaderboard"],
+        ablations={group: by_name(ablations[group]) for group in order},
+        diagnostics=by_name([run for run in runs if run.record.kind == "diagnostic"]),
+    )
+
+
+def by_name(runs: list[Run]) -> list[Run]:
+    """Runs by display name, then by directory: runs sharing a name stay side by side, none is dropped."""
+    return sorted(runs, key=lambda run: (run.display_name.lower(), run.display_name, run.name))
+
+
+def newest_per_model(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """(newest run of each display name sorted by name, the older ones in the given order)."""
+    newest: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda run: (run.created, run.name)):
+        newest[run.display_name] = run
+    shown = sorted(newest.values(), key=lambda run: (run.display_name.lower(), run.display_name))
+    superseded = [run for run in runs if all(run is not newer for newer in shown)]
+    return shown, superseded

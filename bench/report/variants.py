@@ -1,0 +1,105 @@
+"""Ablation and diagnostic runs: their REPORT.md sections and one generated page per ablation group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report.leaderboard import Files, consistency_warnings, measured_row
+from bench.report.runs import Run
+from bench.report.text import REPORT, cell_text, link, markdown_table, md, ordered_splits, slug
+
+ABLATIONS_DIR = "ablations"
+DIAGNOSTICS_PAGE = "diagnostics/runs.md"
+PAGE_NAME = "runs.md"  # a group's generated page, in its own folder
+SUMMARY_NAME = "report.md"  # an ablation's summary, written by another command into the group's folder
+
+
+def ablations_section(
+    results_dir: Path, groups: dict[str, list[Run]], generated: str
+) -> tuple[list[str], Files]:
+    """One line per group in REPORT.md and one page per group tabling its variants; nothing without groups."""
+    if not groups:
+        return [], {}
+    lines = [
+        "## Ablations",
+        "",
+        'Runs of kind "ablation", grouped by run.json "group": variants compared on their own pages, '
+        "never leaderboard rows.",
+        "",
+    ]
+    files: Files = {}
+    for group, folder in group_folders(list(groups)).items():
+        page, summary = f"{folder}/{PAGE_NAME}", f"{folder}/{SUMMARY_NAME}"
+        summary = summary if (results_dir / summary).is_file() else None
+        variants = groups[group]
+        description = f'Variants of the ablation "{md(group)}" (run.json kind "ablation").'
+        if summary:
+            description += f" Summary: [{summary}]({link(page, summary)})."
+        files[page] = group_page(page, f"Ablation: {group}", description, variants, generated)
+        line = f"- [{md(group)}]({link(REPORT, page)}): {_count(len(variants), 'variant')}"
+        if summary:
+            line += f"; summary: [{summary}]({link(REPORT, summary)})"
+        lines.append(line)
+    return lines + [""], files
+
+
+def diagnostics_section(runs: list[Run], generated: str) -> tuple[list[str], Files]:
+    """A line in REPORT.md and one page tabling every diagnostic run; nothing without such runs."""
+    if not runs:
+        return [], {}
+    description = 'Runs of kind "diagnostic": measurements that explain a model, not leaderboard entries.'
+    page = group_page(DIAGNOSTICS_PAGE, "Diagnostic runs", description, runs, generated)
+    lines = [
+        "## Diagnostics",
+        "",
+        f"- [Diagnostic runs]({link(REPORT, DIAGNOSTICS_PAGE)}): {_count(len(runs), 'run')}",
+        "",
+    ]
+    return lines, {DIAGNOSTICS_PAGE: page}
+
+
+def group_folders(groups: list[str]) -> dict[str, str]:
+    """group -> `ablations/<slug>`, distinct even when two names slug alike (later ones get -2, -3, ...)."""
+    folders: dict[str, str] = {}
+    for group in groups:
+        base = candidate = slug(group)
+        number = 1
+        while f"{ABLATIONS_DIR}/{candidate}" in folders.values():
+            number += 1
+            candidate = f"{base}-{number}"
+        folders[group] = f"{ABLATIONS_DIR}/{candidate}"
+    return folders
+
+
+def group_page(page: str, title: str, description: str, runs: list[Run], generated: str) -> bytes:
+    """Per suite, one row per run (none replaces another): cIoU / gIoU per split, linked to the run."""
+    lines = [
+        f"# {title}",
+        "",
+        generated,
+        "",
+        f"{description} Cells are cIoU / gIoU in % with the 95% bootstrap confidence interval in brackets; "
+        f"every run is its own row. Back to [{REPORT}]({link(page, REPORT)}).",
+        "",
+    ]
+    for suite in sorted({suite for run in runs for suite in run.results}):
+        measured = [run for run in runs if suite in run.results]
+        rows = [measured_row(run, suite, page) for run in measured]
+        splits = ordered_splits(split for row in rows for split in row.values)
+        table = [
+            [f"[{md(row.model)}]({row.link})", *[md(cell_text(row.values.get(split))) for split in splits]]
+            + [md(row.origin)]
+            for row in rows
+        ]
+        headers = ["run", *[f"{split} cIoU / gIoU" for split in splits], "directory"]
+        lines += [f"## {suite}", "", markdown_table(table, headers), ""]
+        lines += consistency_warnings(suite, measured)
+    empty = [run for run in runs if not run.results]
+    if empty:
+        links = ", ".join(f"[{md(run.name)}]({link(page, run.name, directory=True)})" for run in empty)
+        lines += [f"No metrics yet (see Runs in {REPORT}): {links}.", ""]
+    return ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
