@@ -17,12 +17,13 @@ DTYPES = ("float32", "bfloat16", "float16")  # of the DiT and the instruction en
 @MODELS.register("genmask")
 class GenMaskSegModel(SegModel):
     """One-step (or N-step Euler) mask generation; checkpoint defaults to the shipped tiny model; dtype "auto"
-    runs the DiT and the encoder in bfloat16 on CUDA and float32 elsewhere."""
+    runs the DiT and the encoder in bfloat16 on CUDA and float32 elsewhere; profile=true times each part on
+    CUDA (synchronising the device; CPU parts are always timed)."""
 
     name = "genmask"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, steps: int | str = 1,
-                 dtype: str = "auto", **options: Any):
+                 dtype: str = "auto", profile: bool | str = False, **options: Any):
         super().__init__(checkpoint=checkpoint or str(SHIPPED_CHECKPOINT), device=device, seed=seed, **options)
         self.steps = int(steps)
         if self.steps < 1:
@@ -38,6 +39,7 @@ class GenMaskSegModel(SegModel):
         if not (directory / "config.json").exists():
             raise FileNotFoundError(f"genmask: no checkpoint at {directory} (expected config.json and component folders)")
         self.model = GenMask.from_pretrained(directory, device=device, dtype=getattr(torch, dtype)).eval()
+        self.model.profile = str(profile).lower() in ("1", "true", "yes")  # per-part CUDA timings (synchronises)
 
     def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
         with torch.inference_mode():
@@ -45,6 +47,7 @@ class GenMaskSegModel(SegModel):
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"preset": self.model.config.preset, "steps": self.steps, "dtype": self.dtype,
+                                   "profile": self.model.profile,
                                    "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut}
 
     def timings(self) -> dict[str, float]:

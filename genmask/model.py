@@ -37,16 +37,10 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
 from genmask.config import GenMaskConfig, preset
 from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor, special_token_ids
-from genmask.timesteps import inference_timesteps
+from genmask.sampling import euler_sample, shared_noise
 
 CONFIG_FILE = "config.json"
 PROJECTION_FILE = "text_projection/model.safetensors"
-
-
-def _synth_vocabulary() -> list[str]:
-    from bench.synth import vocabulary
-
-    return list(vocabulary())
 
 
 def build_encoder(config: GenMaskConfig, vocab_size: int | None) -> Qwen2_5_VLModel:
@@ -71,6 +65,16 @@ def masks_to_tensor(masks: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(array)[:, None, None].expand(-1, 3, 1, -1, -1).contiguous()
 
 
+def as_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
+    """A PIL image (any mode) or an HxWx3 uint8 array as an HxWx3 uint8 array."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected a PIL image or an HxWx3 uint8 array, got shape {array.shape} {array.dtype}")
+    return array
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Square bilinear resize to the model resolution (aspect ratio not kept: masks are resized back)."""
     if image.shape[0] == size and image.shape[1] == size:
@@ -92,17 +96,23 @@ class GenMask(nn.Module):
         self.text_projection = text_projection
         self.processor = processor
         self.timings: dict[str, float] = defaultdict(float)
+        self.profile = False  # on CUDA, time each part by synchronising the device (slower); see `timed`
 
     # ----------------------------------------------------------------- construction and persistence
     @classmethod
     def from_config(cls, config: GenMaskConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                     vocabulary: list[str] | None = None) -> GenMask:
-        """Randomly initialised model; device="meta" allocates nothing (for sizes and parameter counts)."""
+        """Randomly initialised model; device="meta" allocates nothing (for sizes and parameter counts).
+
+        The word-level processor (tiny presets) is built over `vocabulary`, the words of the training data,
+        and saved inside the checkpoint by `save_pretrained`."""
         processor = None
         if config.encoder.processor == "word_level":
+            if vocabulary is None:
+                raise ValueError("the word-level processor needs the training data's vocabulary (vocabulary=[...])")
             vision = config.encoder.vision
             processor = WordLevelProcessor.build(
-                vocabulary if vocabulary is not None else _synth_vocabulary(), vision["patch_size"],
+                vocabulary, vision["patch_size"],
                 vision["spatial_merge_size"], vision["temporal_patch_size"],
                 config.encoder.image_min_pixels, config.encoder.image_max_pixels,
             )
@@ -196,12 +206,19 @@ class GenMask(nn.Module):
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:
-        """Accumulate wall seconds of one pipeline part into `self.timings`."""
-        if self.device.type == "cuda":
+        """Accumulate wall seconds of one pipeline part into `self.timings`.
+
+        CPU work is synchronous, so it is always timed. CUDA kernels run asynchronously: a part is timed only
+        with `profile = True`, which synchronises the device around it (and so slows the pipeline down)."""
+        synchronise = self.device.type == "cuda"
+        if synchronise and not self.profile:
+            yield
+            return
+        if synchronise:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         yield
-        if self.device.type == "cuda":
+        if synchronise:
             torch.cuda.synchronize(self.device)
         self.timings[part] += time.perf_counter() - start
 
@@ -256,22 +273,20 @@ class GenMask(nn.Module):
         return (self.vae.config.z_dim, 1, side, side)
 
     def sample(self, context: torch.Tensor, shortcut: torch.Tensor | None, steps: int = 1, seed: int = 0) -> torch.Tensor:
-        """Euler from pure noise over `inference_timesteps`; every sample gets the noise of `seed` (batch-independent)."""
-        noise = torch.randn(self.latent_shape(), generator=torch.Generator().manual_seed(seed))
-        x = noise.unsqueeze(0).repeat(context.shape[0], 1, 1, 1, 1).to(self.device)
-        schedule = inference_timesteps(steps, self.config.inference_shift).tolist()
-        for t, t_next in zip(schedule[:-1], schedule[1:]):
-            v = self.velocity(x, torch.full((x.shape[0],), t), context, shortcut)
-            x = x + (t_next - t) * v
-        return x
+        """`steps` Euler steps from pure noise (genmask.sampling); every sample gets the noise of `seed`."""
+        noise = shared_noise(self.latent_shape(), context.shape[0], seed, self.device)
+        return euler_sample(lambda x, t: self.velocity(x, t, context, shortcut), noise, steps,
+                            self.config.inference_shift)
 
     @torch.no_grad()
-    def predict(self, images: list[np.ndarray], texts: list[str], steps: int = 1, seed: int = 0) -> list[np.ndarray]:
-        """Boolean masks at each image's own size for uint8 HxWx3 images and their instructions."""
+    def predict(self, images: list[np.ndarray | Image.Image], texts: list[str], steps: int = 1,
+                seed: int = 0) -> list[np.ndarray]:
+        """Boolean masks at each image's own size for PIL images or uint8 HxWx3 arrays and their instructions."""
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         if not images:
             return []
+        images = [as_rgb_array(image) for image in images]
         size = self.config.image_size
         resized = [resize_image(image, size) for image in images]
         with self.timed("instruction_encoding"):

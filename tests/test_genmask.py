@@ -100,6 +100,34 @@ def test_predictions_do_not_depend_on_the_batch(model: GenMask) -> None:
         assert (a == b).mean() > 0.999
 
 
+
+def test_pil_images_predict_the_same_as_arrays(model: GenMask) -> None:
+    from PIL import Image
+
+    arrays = images(3)
+    pictures = [Image.fromarray(arrays[0]), Image.fromarray(arrays[1]).convert("RGBA"), arrays[2]]  # mixed inputs
+    for a, b in zip(model.predict(arrays, TEXTS, seed=2), model.predict(pictures, TEXTS, seed=2)):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        model.predict([arrays[0][..., 0]], TEXTS[:1])
+
+
+def test_euler_sampler_integrates_a_constant_velocity_exactly() -> None:
+    from genmask.sampling import euler_sample
+
+    noise = torch.randn(2, 4)
+    target = torch.randn(2, 4)
+    seen: list[float] = []
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(float(t[0]))
+        return noise - target  # the straight path from target (t = 0) to noise (t = 1)
+
+    for steps in (1, 3):
+        seen.clear()
+        torch.testing.assert_close(euler_sample(velocity, noise, steps), target)
+        assert seen == pytest.approx([1 - k / steps for k in range(steps)])
+
 def test_save_and_load_round_trip_gives_identical_predictions(model: GenMask, tmp_path) -> None:
     model.save_pretrained(tmp_path)
     assert (tmp_path / "transformer" / "diffusion_pytorch_model.safetensors").exists()
