@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
     run.add_argument("--strict", action="store_true", help="stop with exit code 3 at the first failed sample")
     run.add_argument("--label", help="display name in reports, e.g. genmask-4steps (default: the model name)")
+    run.add_argument("--kind", default="leaderboard", choices=["leaderboard", "ablation", "diagnostic"],
+                     help="where reports show the run: the leaderboard (default), an ablation's page, or diagnostics")
+    run.add_argument("--group", help="the ablation (or diagnostic group) the run belongs to")
+    run.add_argument("--workers", type=int, default=1,
+                     help="processes reading images and targets ahead of the model (default 1; 0: none)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_protocol_args(run)
 
@@ -78,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--predictions", required=True, type=Path, help="JSONL: sample_id + segmentation (COCO RLE)")
     score.add_argument("--data-root")
     score.add_argument("--out", type=Path, help="output run directory (default: results/runs/<time>_score_...)")
+    score.add_argument("--label", help="display name in reports (default: the predictions file's stem)")
     _add_protocol_args(score)
 
     report = sub.add_parser("report", help="regenerate REPORT.md, tables and plots from run directories")
@@ -119,6 +125,7 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
     from bench.models import MODELS
     from bench.suites import SUITES
+    from bench.training import TRAINERS
 
     rows = []
     for name in SUITES.names():
@@ -126,7 +133,9 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
         rows.append([name, ", ".join(suite.splits), "synthetic (embedded)" if suite.synthetic else "real (--data-root)"])
     print(tabulate(rows, headers=["suite", "splits", "data"], tablefmt="simple"))
     print()
-    print(tabulate([[name] for name in MODELS.names()], headers=["model"], tablefmt="simple"))
+    trainable = set(TRAINERS.names())
+    print(tabulate([[name, "yes" if name in trainable else ""] for name in MODELS.names()],
+                   headers=["model", "bench train"], tablefmt="simple"))
     return 0
 
 
@@ -138,10 +147,11 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
         checkpoint=args.checkpoint, model_args=_key_values(args.model_arg, "--model-arg"),
         suite_args=_key_values(args.suite_arg, "--suite-arg"), limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, out=args.out, resume=args.resume, strict=args.strict,
-        protocol=_protocol(args), progress=not args.no_progress, label=args.label,
+        protocol=_protocol(args), progress=not args.no_progress, label=args.label, kind=args.kind,
+        group=args.group, workers=args.workers,
     )
-    if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1):
-        raise BenchError("--batch-size and --limit must be positive")
+    if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1) or spec.workers < 0:
+        raise BenchError("--batch-size and --limit must be positive, --workers at least 0")
     runner = Runner(spec, command=command)
     results = runner.run()
     if runner.proc.is_main:
@@ -149,17 +159,21 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
             print_metrics(metrics)
         for warning in sorted(set(runner.run_warnings)):
             print(f"warning: {warning}", file=sys.stderr)
+        print(f"wrote the run to {runner.rundir.path}")
     return 0
 
 
 def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
+    from bench.rundir import RunDir
     from bench.scoring import score_predictions
 
     out, metrics = score_predictions(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
                                      suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
-                                     command=command)
+                                     command=command, label=args.label)
     print_metrics(metrics)
-    print(f"wrote {out / 'metrics.json'}")
+    for warning in RunDir(out).read().warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    print(f"wrote the run to {out}")
     return 0
 
 
@@ -180,11 +194,9 @@ def cmd_data(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    if args.model != "genmask":
-        raise BenchError(f"no trainer for model {args.model!r}; trainable: genmask")
-    from genmask.train import cli_main
+    from bench.training import TRAINERS
 
-    return cli_main(rest)
+    return TRAINERS.get(args.model).main(rest)
 
 
 def print_metrics(metrics: dict) -> None:

@@ -1,9 +1,15 @@
-"""One small generic registry: decorator registration, "did you mean" errors, one source of truth."""
+"""One small generic registry: decorator registration, "did you mean" errors, one source of truth.
+
+Packages outside the harness (genmask/, baselines/, a user's own) plug in through Python entry points:
+a registry with an `entry_point_group` lists every `module:attr` its group names in the installed
+distributions, lazily, so the harness itself never imports a model package by name.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -20,10 +26,21 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind: suites, models, samplers, ..."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entry_point_group: str | None = None):
         self.kind = kind
+        self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}  # name -> "module:attr", imported on first use (keeps start-up light)
+        self._plugins_read = entry_point_group is None
+
+    def _read_plugins(self) -> None:
+        """Register the entry points of this registry's group lazily, once (names already taken win)."""
+        if self._plugins_read:
+            return
+        self._plugins_read = True
+        for entry in importlib.metadata.entry_points(group=self.entry_point_group):
+            if entry.name not in self._entries and entry.name not in self._lazy:
+                self._lazy[entry.name] = entry.value
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
         """Decorator: register the decorated object under `name` (and optional aliases)."""
@@ -43,6 +60,7 @@ class Registry(Generic[T]):
         self._lazy[name] = target
 
     def get(self, name: str) -> T:
+        self._read_plugins()
         if name in self._entries:
             return self._entries[name]
         if name in self._lazy:
@@ -57,9 +75,11 @@ class Registry(Generic[T]):
         raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}")
 
     def names(self) -> list[str]:
+        self._read_plugins()
         return sorted({*self._entries, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
+        self._read_plugins()
         return name in self._entries or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:

@@ -98,6 +98,7 @@ class TrainConfig:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
+    ema_decay: float = 0.0  # EMA of the trained weights, used to validate and save (both stages); 0 = off
     seg_fraction: float = 0.5  # share of segmentation samples per batch; 1.0 = segmentation only
     seg_sampler: str = "genmask_tail"
     seg_sampler_params: dict[str, float] = field(default_factory=lambda: {"a": 0.05})

@@ -17,25 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.training.log import plot_learning_curve, read_log, validation_curve
+from bench.training.validation import ciou, giou, sample_scores, validation_metrics
 from genmask.adapter import SHIPPED_CHECKPOINT
 from genmask.model import GenMask
-from genmask.train import (
-    VAL_SEED_OFFSET,
-    SegData,
-    ciou,
-    giou,
-    overlaps,
-    predict_masks,
-    summarise,
-    synth_segmentation,
-)
+from genmask.train import VAL_SEED_OFFSET, SegData, predict_masks, synth_segmentation
 
-PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same curve gives the same bytes
+CURVE_SERIES = {"all": "ciou_all", "referring": "ciou_referring", "reasoning": "ciou_reasoning"}
 
 
 def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Mean per-sample IoU of two (N, H, W) boolean stacks; an empty union counts as agreement (1)."""
-    return giou(*overlaps(a, b))
+    return giou(sample_scores(a, b))
 
 
 def instruction_use(model: GenMask, data: SegData, own: np.ndarray, seed: int = 0) -> dict:
@@ -44,7 +37,7 @@ def instruction_use(model: GenMask, data: SegData, own: np.ndarray, seed: int = 
     other_texts = data.texts[1:] + data.texts[:1]
     other = predict_masks(model, data.images, other_texts, steps=1, seed=seed)
     return {"agreement_iou_own_vs_other_instruction": mean_iou(own, other),
-            "ciou_with_other_instruction": ciou(*overlaps(other, data.masks))}
+            "ciou_with_other_instruction": ciou(sample_scores(other, data.masks))}
 
 
 def mask_sizes(predicted: np.ndarray, target: np.ndarray) -> dict:
@@ -59,7 +52,7 @@ def diagnose(model: GenMask, data: SegData, steps: tuple[int, ...] = (1, 4), see
     one_step = None
     for n in steps:
         predicted = predict_masks(model, data.images, data.texts, steps=n, seed=seed)
-        result[f"steps_{n}"] = summarise(*overlaps(predicted, data.masks), data.kinds, data.rules)
+        result[f"steps_{n}"] = validation_metrics(predicted, data.masks, data.kinds, data.rules)
         result[f"steps_{n}"] |= mask_sizes(predicted, data.masks)
         if n == 1:
             one_step = predicted
@@ -71,31 +64,7 @@ def diagnose(model: GenMask, data: SegData, steps: tuple[int, ...] = (1, 4), see
 def learning_curve(log: Path) -> list[dict]:
     """Periodic validation records of a training log: step, wall seconds and one-step cIoU (all, per kind and,
     where the log has it, per rule)."""
-    rows = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if "val_1step" in record:
-            val = record["val_1step"]
-            rows.append({"step": record["step"], "wall": record.get("wall"),
-                         **{k: v for k, v in val.items() if k.startswith("ciou_")}})
-    return rows
-
-
-def plot_learning_curve(rows: list[dict], path: Path) -> None:
-    """Validation one-step cIoU against training step, overall and per kind."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 3.5))
-    axes = figure.subplots()
-    steps = [row["step"] for row in rows]
-    for key, label in (("ciou_all", "all"), ("ciou_referring", "referring"), ("ciou_reasoning", "reasoning")):
-        axes.plot(steps, [row.get(key, np.nan) for row in rows], marker="o", markersize=3, label=label)
-    axes.set(xlabel="training step (batch 32)", ylabel="validation one-step cIoU", ylim=(0, 1),
-             title="tiny GenMask: validation during training")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, metadata=PNG_METADATA)
+    return validation_curve(read_log(log), "val_1step")
 
 
 def _rule_table(result: dict, steps: tuple[int, ...]) -> list[str]:
@@ -172,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     curve = learning_curve(Path(args.log)) if args.log else []
     if curve:
-        plot_learning_curve(curve, out / "learning_curve.png")
+        plot_learning_curve(curve, out / "learning_curve.png", CURVE_SERIES, xlabel="training step (batch 32)",
+                            ylabel="validation one-step cIoU", title="tiny GenMask: validation during training")
         result["learning_curve"] = curve
     command = "python -m genmask.diagnose " + shlex.join(argv if argv is not None else sys.argv[1:])
     (out / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -1,25 +1,25 @@
-"""Training: `vae` stage (the tiny VAE on images + masks) and `dit` stage (flow matching on cached latents).
+"""GenMask training: `vae` stage (the tiny VAE on images + masks) and `dit` stage (flow matching on cached latents).
 
     python -m bench train --model genmask --preset tiny --stage vae --out DIR/vae-run
     python -m bench train --model genmask --preset tiny --stage dit --out DIR/dit-run train.vae_dir=DIR/vae-run/vae
 
-Both stages are seeded and resumable (`--resume`): weights are saved as safetensors, the optimizer with
-torch.save and read back with `weights_only=True`, the step in state.json; every batch and every noise draw
-is a function of (seed, step), so a resumed run continues exactly as an uninterrupted one would.
-Data: `bench.synth` scenes; the dit stage encodes them once with the frozen VAE and caches the latents under
-~/.cache/genmask-bench/latents/<key> (override with GENMASK_CACHE), keyed by VAE weights and data settings.
-Text-to-image samples (`bench.synth.iter_captions`) have no input image: the encoder reads the caption
-alone and the shortcut frame is a zero latent (the mean latent) at timestep 0, so mixed batches keep one shape.
+What is generic comes from the harness's toolkit (`bench.training`): seeded (seed, step, rank) batches, the
+warm-up + cosine schedule (kept by a resumed run; `--new-schedule` to change it), optional EMA weights
+(`train.ema_decay`), safetensors checkpoints with exact resume, the array cache, cIoU/gIoU validation through
+`bench.metrics`, the JSONL log. What stays here is GenMask's: the VAE stage, the flow-matching loss, the
+batches that mix segmentation with text-to-image samples, and the synthetic data with its latents.
+Data: `bench.synth` scenes; the dit stage encodes them once with the frozen VAE and caches the latents
+(`bench.training.cache`: $BENCH_CACHE or $GENMASK_CACHE, default ~/.cache/genmask-bench), keyed by the VAE
+weights and data settings. Text-to-image samples (`bench.synth.iter_captions`) have no input image: the
+encoder reads the caption alone and the shortcut frame is a zero latent (the mean latent) at timestep 0, so
+mixed batches keep one shape.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,21 +27,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers import AutoencoderKLWan
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from bench.training import Trainer
+from bench.training.cache import cached_arrays
+from bench.training.checkpoint import Checkpoint
+from bench.training.ema import EMA, averaged
+from bench.training.log import JsonlLog
+from bench.training.process import agree, launched_as_main, make_accelerator
+from bench.training.schedule import LRSchedule
+from bench.training.seeding import step_generator
+from bench.training.validation import ciou, sample_scores, validation_metrics
 from genmask.config import GenMaskConfig, apply_overrides, load_override_file, preset
 from genmask.model import GenMask, images_to_tensor, masks_to_tensor
 from genmask.timesteps import sample_timesteps
 
 VAL_SEED_OFFSET = 1_000_003  # validation scenes come from a different synth stream than training scenes
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("GENMASK_CACHE", Path.home() / ".cache" / "genmask-bench")) / "latents"
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -80,25 +83,6 @@ def encode_batched(model: GenMask, pixels: torch.Tensor, batch: int = 64, label:
     return torch.cat(parts).numpy()
 
 
-def cached_latents(model: GenMask, key_parts: dict, build: callable) -> dict[str, np.ndarray]:
-    """Arrays from the on-disk cache for this key, or built by `build()` and stored (npy files, no pickle)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    digest.update(json.dumps(key_parts, sort_keys=True).encode())
-    directory = cache_root() / digest.hexdigest()[:20]
-    names = key_parts["arrays"]
-    if all((directory / f"{name}.npy").exists() for name in names):
-        return {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in names}
-    arrays = build()
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        np.save(directory / f"{name}.npy", arrays[name], allow_pickle=False)
-    (directory / "key.json").write_text(json.dumps(key_parts, indent=2), encoding="utf-8")
-    return arrays
-
-
 def load_seg_data(model: GenMask, seed: int, count: int) -> SegData:
     """Synthetic segmentation samples with their cached image and mask latents."""
     data = synth_segmentation(seed, count, model.config.image_size)
@@ -107,8 +91,9 @@ def load_seg_data(model: GenMask, seed: int, count: int) -> SegData:
         return {"image_latents": encode_batched(model, images_to_tensor(list(data.images)), label="image latents"),
                 "mask_latents": encode_batched(model, masks_to_tensor(list(data.masks)), label="mask latents")}
 
-    arrays = cached_latents(model, {"kind": "seg", "seed": seed, "count": count, "size": model.config.image_size,
-                                    "arrays": ["image_latents", "mask_latents"]}, build)
+    arrays = cached_arrays(["image_latents", "mask_latents"],
+                           {"kind": "seg", "seed": seed, "count": count, "size": model.config.image_size}, build,
+                           modules=[model.vae])
     data.image_latents, data.mask_latents = arrays["image_latents"], arrays["mask_latents"]
     return data
 
@@ -116,9 +101,10 @@ def load_seg_data(model: GenMask, seed: int, count: int) -> SegData:
 def load_caption_data(model: GenMask, seed: int, count: int) -> tuple[list[str], np.ndarray]:
     """Captions and the cached latents of their images (text-to-image samples)."""
     images, texts = synth_captions(seed, count, model.config.image_size)
-    arrays = cached_latents(
-        model, {"kind": "captions", "seed": seed, "count": count, "size": model.config.image_size, "arrays": ["latents"]},
+    arrays = cached_arrays(
+        ["latents"], {"kind": "captions", "seed": seed, "count": count, "size": model.config.image_size},
         lambda: {"latents": encode_batched(model, images_to_tensor(list(images)), label="caption latents")},
+        modules=[model.vae],
     )
     return texts, arrays["latents"]
 
@@ -136,90 +122,10 @@ def predict_masks(model: GenMask, images: np.ndarray, texts: list[str], steps: i
     return np.stack(masks)
 
 
-def overlaps(predicted: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample intersection and union pixel counts of two (N, H, W) boolean stacks."""
-    return (predicted & target).sum(axis=(1, 2)).astype(float), (predicted | target).sum(axis=(1, 2)).astype(float)
-
-
-def ciou(inter: np.ndarray, union: np.ndarray) -> float:
-    """Cumulative IoU: sum I / sum U."""
-    return float(inter.sum() / max(union.sum(), 1))
-
-
-def giou(inter: np.ndarray, union: np.ndarray) -> float:
-    """Mean per-sample IoU; an empty union counts as 1."""
-    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
-
-
-def summarise(inter: np.ndarray, union: np.ndarray, kinds: list[str], rules: list[str]) -> dict:
-    """cIoU and gIoU overall and per kind; cIoU per rule."""
-    kind_array, result = np.array(kinds), {}
-    for kind in ["all", *sorted(set(kinds))]:
-        chosen = np.ones(len(kinds), bool) if kind == "all" else kind_array == kind
-        result[f"ciou_{kind}"] = ciou(inter[chosen], union[chosen])
-        result[f"giou_{kind}"] = giou(inter[chosen], union[chosen])
-    rule_array = np.array(rules)
-    if len(rules) == len(kinds):
-        result["ciou_by_rule"] = {rule: ciou(inter[rule_array == rule], union[rule_array == rule])
-                                  for rule in sorted(set(rules))}
-    return result
-
-
 def evaluate(model: GenMask, data: SegData, steps: int, seed: int = 0, batch: int = 64) -> dict:
-    """Validation metrics of `steps`-step predictions (see `summarise`)."""
+    """Validation cIoU/gIoU of `steps`-step predictions, overall, per kind and per rule (`validation_metrics`)."""
     predicted = predict_masks(model, data.images, data.texts, steps, seed, batch)
-    return summarise(*overlaps(predicted, data.masks), data.kinds, data.rules)
-
-
-# ---------------------------------------------------------------------------- checkpoint helpers
-class Checkpoint:
-    """Resumable training state in a directory: model.safetensors, optimizer.pt, state.json."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory / "checkpoint"
-
-    def save(self, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(tensors, self.directory / "model.safetensors.tmp")
-        torch.save(optimizer.state_dict(), self.directory / "optimizer.pt.tmp")
-        (self.directory / "state.json.tmp").write_text(json.dumps(state, indent=2), encoding="utf-8")
-        for name in ("model.safetensors", "optimizer.pt", "state.json"):  # replace all three only when written
-            os.replace(self.directory / f"{name}.tmp", self.directory / name)
-
-    def load(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        state_file = self.directory / "state.json"
-        if not state_file.exists():
-            raise FileNotFoundError(f"{state_file}: nothing to resume (no checkpoint in this --out directory)")
-        module.load_state_dict(load_file(self.directory / "model.safetensors"))
-        optimizer.load_state_dict(torch.load(self.directory / "optimizer.pt", weights_only=True))
-        return json.loads(state_file.read_text(encoding="utf-8"))
-
-
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to `min_ratio`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def step_generator(seed: int, step: int, rank: int = 0, world_size: int = 1) -> torch.Generator:
-    """The random stream of one process's training step: a pure function of (seed, step, rank, world size), so
-    resuming is exact and every process of a multi-process run draws its own samples."""
-    return torch.Generator().manual_seed((seed * 1_000_033 + step) * world_size + rank)
-
-
-def agree(accelerator: Accelerator, flag: bool) -> bool:
-    """True on every process if it is true on any: time-based stops must be taken by all processes together."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.gather(torch.tensor([float(flag)], device=accelerator.device)).max() > 0)
-
-
-def log_line(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    return validation_metrics(predicted, data.masks, data.kinds, data.rules)
 
 
 # ------------------------------------------------------------------------------------ VAE stage
@@ -229,12 +135,11 @@ def build_vae(config: GenMaskConfig) -> AutoencoderKLWan:
 
 
 def mask_reconstruction_iou(vae: AutoencoderKLWan, masks: np.ndarray) -> float:
-    """IoU (sum I / sum U) of masks after a VAE round trip, thresholded at 0 like predictions."""
+    """cIoU of masks after a VAE round trip, thresholded at 0 like predictions."""
     with torch.no_grad():
         pixels = masks_to_tensor(list(masks))
         decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample[:, :, 0].mean(1) > 0
-    target = torch.from_numpy(masks)
-    return float((decoded & target).sum() / (decoded | target).sum())
+    return ciou(sample_scores(decoded.cpu().numpy(), masks))
 
 
 class VAELoss(nn.Module):
@@ -252,21 +157,29 @@ class VAELoss(nn.Module):
         return F.mse_loss(reconstruction, pixels) + self.kl_weight * posterior.kl().mean()
 
 
-def train_vae(config: GenMaskConfig, out: Path, resume: bool) -> dict:
+def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
     """Train the VAE on an even mix of images and masks; measure latent statistics and mask IoU at the end."""
     train = config.train
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     torch.manual_seed(train.seed)
     vae = build_vae(config)
     data = synth_segmentation(train.seed, train.train_samples, config.image_size)
     val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr)
-    checkpoint, start = Checkpoint(out), 0
+    schedule = LRSchedule(train.vae_lr, train.warmup_steps, train.vae_steps, train.min_lr_ratio)
+    ema = EMA(vae, train.ema_decay) if train.ema_decay else None
+    checkpoint, start, wall_before = Checkpoint(out), 0, 0.0
     if resume:
-        start = checkpoint.load(vae, optimizer)["step"]
+        state, schedule = checkpoint.resume(vae, optimizer, schedule, ema=ema, new_schedule=new_schedule)
+        start, wall_before = state["step"], state.get("wall_seconds", 0.0)
     loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), optimizer)
     main = accelerator.is_main_process
-    log, last_save, begin = out / "log.jsonl", time.time(), time.time()
+    log, last_save, begin = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
+
+    def save(step: int) -> None:
+        checkpoint.save(vae, optimizer, step=step, wall_seconds=wall_before + time.time() - begin,
+                        schedule=schedule, ema=ema)
+
     progress = tqdm(range(start, train.vae_steps), initial=start, total=train.vae_steps, desc="vae", disable=not main)
     for step in progress:
         generator = step_generator(train.seed, step, accelerator.process_index, accelerator.num_processes)
@@ -274,36 +187,36 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool) -> dict:
         half = train.vae_batch_size // 2
         pixels = torch.cat([images_to_tensor(list(data.images[index[:half]])),
                             masks_to_tensor(list(data.masks[index[half:]]))]).to(accelerator.device)
-        for group in optimizer.param_groups:
-            group["lr"] = train.vae_lr * lr_factor(step, train.warmup_steps, train.vae_steps, train.min_lr_ratio)
+        schedule.apply(optimizer, step)
         loss = loss_module(pixels)
         optimizer.zero_grad()
         accelerator.backward(loss)
         if train.grad_clip:
             accelerator.clip_grad_norm_(vae.parameters(), train.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update()
         progress.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 50 == 0 and main:
-            log_line(log, {"stage": "vae", "step": step, "loss": loss.item(), "elapsed": time.time() - begin})
+        if step % 50 == 0:
+            log.write({"stage": "vae", "step": step, "loss": loss.item(), "elapsed": time.time() - begin})
         if main and time.time() - last_save > train.checkpoint_minutes * 60:
-            checkpoint.save(vae, optimizer, {"step": step + 1})
+            save(step + 1)
             last_save = time.time()
     accelerator.wait_for_everyone()
     vae.eval()
     if not main:
         return {}
-    checkpoint.save(vae, optimizer, {"step": train.vae_steps})
-    with torch.no_grad():
+    save(train.vae_steps)
+    with averaged(ema), torch.no_grad():
         sample = torch.cat([images_to_tensor(list(data.images[:256])), masks_to_tensor(list(data.masks[:256]))])
         latents = torch.cat([vae.encode(sample[i : i + 64]).latent_dist.mode() for i in range(0, len(sample), 64)])
-    mean = latents.mean(dim=(0, 2, 3, 4)).tolist()
-    std = latents.std(dim=(0, 2, 3, 4)).tolist()
-    vae.register_to_config(latents_mean=mean, latents_std=std)
-    vae.save_pretrained(out / "vae", safe_serialization=True)
-    metrics = {"mask_iou_val": mask_reconstruction_iou(vae, val.masks), "steps": train.vae_steps,
-               "wall_seconds_this_run": time.time() - begin}
+        vae.register_to_config(latents_mean=latents.mean(dim=(0, 2, 3, 4)).tolist(),
+                               latents_std=latents.std(dim=(0, 2, 3, 4)).tolist())
+        vae.save_pretrained(out / "vae", safe_serialization=True)
+        metrics = {"mask_iou_val": mask_reconstruction_iou(vae, val.masks), "steps": train.vae_steps,
+                   "wall_seconds_this_run": time.time() - begin}
     (out / "vae" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    log_line(log, {"stage": "vae", "final": metrics})
+    log.write({"stage": "vae", "final": metrics})
     return metrics
 
 
@@ -352,18 +265,20 @@ def make_batch(model: GenMask, seg: SegData, captions: tuple[list[str], np.ndarr
             "noise": torch.randn(x0_all.shape, generator=generator)}
 
 
-def train_dit(config: GenMaskConfig, out: Path, resume: bool) -> dict:
+def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
     """Flow-matching training of the DiT, the instruction encoder (unless frozen) and the projection."""
+    from bench.synth import vocabulary
+
     train = config.train
     if not train.vae_dir:
         raise ValueError("the dit stage needs a trained VAE: set train.vae_dir=DIR (the vae stage's OUT/vae)")
     torch.manual_seed(train.seed)
-    model = GenMask.from_config(config)
+    model = GenMask.from_config(config, vocabulary=list(vocabulary()))  # the processor ships in the checkpoint
     model.vae = AutoencoderKLWan.from_pretrained(train.vae_dir, use_safetensors=True).eval().requires_grad_(False)
     model.sync_vae_statistics()
     if config.encoder.freeze:
         model.instruction_encoder.requires_grad_(False)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # the main process fills the latent cache, the others read it
         seg = load_seg_data(model, train.seed, train.train_samples)
@@ -371,38 +286,42 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool) -> dict:
     val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size) if main else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    checkpoint, state = Checkpoint(out), {"step": 0, "wall_seconds": 0.0}
+    schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
+    ema = EMA(model, train.ema_decay) if train.ema_decay else None
+    checkpoint, start, wall_before = Checkpoint(out), 0, 0.0
     if resume:
-        state = checkpoint.load(model, optimizer)
+        state, schedule = checkpoint.resume(model, optimizer, schedule, ema=ema, new_schedule=new_schedule)
+        start, wall_before = state["step"], state.get("wall_seconds", 0.0)
     loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), optimizer)
-    log, begin, last_save = out / "log.jsonl", time.time(), time.time()
-    wall_before = state["wall_seconds"]
-    smoothed, done = None, state["step"]
-    progress = tqdm(range(state["step"], train.steps), initial=state["step"], total=train.steps, desc="dit",
-                    disable=not main)
+    log, begin, last_save = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
+    smoothed, done = None, start
+    progress = tqdm(range(start, train.steps), initial=start, total=train.steps, desc="dit", disable=not main)
+
+    def wall() -> float:
+        return wall_before + time.time() - begin
 
     def save(step: int) -> None:
-        checkpoint.save(model, optimizer, {"step": step, "wall_seconds": wall_before + time.time() - begin})
+        checkpoint.save(model, optimizer, step=step, wall_seconds=wall(), schedule=schedule, ema=ema)
 
     for step in progress:
         batch = make_batch(model, seg, captions, step, accelerator.process_index, accelerator.num_processes)
-        for group in optimizer.param_groups:
-            group["lr"] = train.lr * lr_factor(step, train.warmup_steps, train.steps, train.min_lr_ratio)
+        lr = schedule.apply(optimizer, step)
         loss = loss_module(**{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()})
         optimizer.zero_grad()
         accelerator.backward(loss)
         if train.grad_clip:
             accelerator.clip_grad_norm_(trainable, train.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update()
         smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
         progress.set_postfix(loss=f"{smoothed:.4f}")
         done = step + 1
-        if step % 50 == 0 and main:
-            log_line(log, {"stage": "dit", "step": step, "loss": loss.item(), "smoothed": smoothed,
-                           "lr": optimizer.param_groups[0]["lr"], "wall": wall_before + time.time() - begin})
+        if step % 50 == 0:
+            log.write({"stage": "dit", "step": step, "loss": loss.item(), "smoothed": smoothed, "lr": lr, "wall": wall()})
         if train.eval_every and done % train.eval_every == 0 and main:
-            log_line(log, {"stage": "dit", "step": done, "val_1step": evaluate(model, val, 1),
-                           "wall": wall_before + time.time() - begin})
+            with averaged(ema):
+                log.write({"stage": "dit", "step": done, "val_1step": evaluate(model, val, 1), "wall": wall()})
         if main and time.time() - last_save > train.checkpoint_minutes * 60:
             save(done)
             last_save = time.time()
@@ -416,27 +335,16 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool) -> dict:
         return {}
     save(done)
     model.eval()
-    metrics = {"step": done,
-               "wall_seconds": wall_before + time.time() - begin,
-               "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4)}
-    model.save_pretrained(out / "final")
+    with averaged(ema):
+        metrics = {"step": done, "wall_seconds": wall(),
+                   "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4)}
+        model.save_pretrained(out / "final")
     (out / "final" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    log_line(log, {"stage": "dit", "final": metrics})
+    log.write({"stage": "dit", "final": metrics})
     return metrics
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench train --model genmask", description="Train GenMask (vae or dit stage).")
-    parser.add_argument("--preset", default="tiny", help="named preset: tiny, paper, micro (default tiny)")
-    parser.add_argument("--config", help="JSON or TOML file of (nested) config overrides")
-    parser.add_argument("--stage", choices=["vae", "dit"], default="dit")
-    parser.add_argument("--out", default=".cache/train/genmask", help="output directory (checkpoints, log, final model)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides, dotted for nested keys")
-    return parser
-
-
 def resolve_config(args: argparse.Namespace) -> GenMaskConfig:
     config = preset(args.preset)
     if args.config:
@@ -444,23 +352,36 @@ def resolve_config(args: argparse.Namespace) -> GenMaskConfig:
     return apply_overrides(config, args.overrides)
 
 
-def cli_main(argv: list[str]) -> int:
-    """Entry point for `python -m bench train --model genmask ...` (argv without those first words)."""
-    args = build_parser().parse_intermixed_args(argv)  # key=value overrides may come before or after options
-    config = resolve_config(args)
-    torch.set_num_threads(config.train.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun / accelerate launch only rank 0 writes
-    if main:
-        (out / f"config-{args.stage}.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
-    metrics = train_vae(config, out, args.resume) if args.stage == "vae" else train_dit(config, out, args.resume)
-    if main:
-        print(json.dumps(metrics, indent=2))
-    return 0
+class GenMaskTrainer(Trainer):
+    """`bench train --model genmask`: the vae stage, then the dit stage on the trained VAE."""
+
+    name = "genmask"
+    description = "Train GenMask (vae or dit stage)."
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--preset", default="tiny", help="named preset: tiny, paper, micro (default tiny)")
+        parser.add_argument("--config", help="JSON or TOML file of (nested) config overrides")
+        parser.add_argument("--stage", choices=["vae", "dit"], default="dit")
+        parser.add_argument("overrides", nargs="*", help="key=value config overrides, dotted for nested keys")
+
+    @classmethod
+    def run(cls, args: argparse.Namespace) -> int:
+        config = resolve_config(args)
+        torch.set_num_threads(config.train.threads)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        main = launched_as_main()  # under torchrun / accelerate launch only rank 0 writes
+        if main:
+            (out / f"config-{args.stage}.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+        stage = train_vae if args.stage == "vae" else train_dit
+        metrics = stage(config, out, args.resume, args.new_schedule)
+        if main:
+            print(json.dumps(metrics, indent=2))
+        return 0
 
 
 if __name__ == "__main__":
     import sys
 
-    raise SystemExit(cli_main(sys.argv[1:]))
+    raise SystemExit(GenMaskTrainer.main(sys.argv[1:]))

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from bench.training.validation import validation_metrics
 from genmask.diagnose import instruction_use, learning_curve, main, mean_iou
-from genmask.train import SegData, overlaps, summarise
+from genmask.train import SegData
 
 
 def reference_ciou(predicted: np.ndarray, target: np.ndarray, chosen: list[bool]) -> float:
@@ -20,12 +21,12 @@ def reference_ciou(predicted: np.ndarray, target: np.ndarray, chosen: list[bool]
     return inter / max(union, 1)
 
 
-def test_summarise_matches_a_plain_reference_per_kind_and_rule() -> None:
+def test_validation_metrics_match_a_plain_reference_per_kind_and_rule() -> None:
     rng = np.random.default_rng(3)
     predicted, target = rng.random((30, 6, 6)) > 0.5, rng.random((30, 6, 6)) > 0.6
     kinds = [["referring", "reasoning"][i % 2] for i in range(30)]
     rules = [["spatial", "ordinal", "largest"][i % 3] for i in range(30)]
-    result = summarise(*overlaps(predicted, target), kinds, rules)
+    result = validation_metrics(predicted, target, kinds, rules)
     assert result["ciou_all"] == pytest.approx(reference_ciou(predicted, target, [True] * 30))
     assert result["ciou_reasoning"] == pytest.approx(reference_ciou(predicted, target, [k == "reasoning" for k in kinds]))
     for rule in ("spatial", "ordinal", "largest"):

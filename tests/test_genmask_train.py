@@ -12,13 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genmask.train import cli_main, lr_factor, make_batch, step_generator
+from bench.training.seeding import step_generator
+from genmask.train import GenMaskTrainer, make_batch
 
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("vae")
-    assert cli_main(["--preset", "micro", "--stage", "vae", "--out", str(out), "train.vae_steps=2"]) == 0
+    assert GenMaskTrainer.main(["--preset", "micro", "--stage", "vae", "--out", str(out), "train.vae_steps=2"]) == 0
     metrics = json.loads((out / "vae" / "metrics.json").read_text())
     assert 0.0 <= metrics["mask_iou_val"] <= 1.0
     config = json.loads((out / "vae" / "config.json").read_text())
@@ -28,24 +29,29 @@ def vae_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(autouse=True)
 def latent_cache(tmp_path_factory, monkeypatch) -> None:
-    monkeypatch.setenv("GENMASK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def dit(out, vae_dir: str, *extra: str) -> int:
-    return cli_main(["--preset", "micro", "--stage", "dit", "--out", str(out), f"train.vae_dir={vae_dir}",
+    return GenMaskTrainer.main(["--preset", "micro", "--stage", "dit", "--out", str(out), f"train.vae_dir={vae_dir}",
                      "train.steps=4", "train.batch_size=4", "train.seg_fraction=0.5", *extra])
 
 
-def test_resumed_run_matches_an_uninterrupted_one(vae_dir: str, tmp_path) -> None:
-    assert dit(tmp_path / "straight", vae_dir) == 0
-    assert dit(tmp_path / "split", vae_dir, "train.stop_at_step=2") == 0
+@pytest.mark.parametrize("ema_decay", [0.0, 0.5])
+def test_resumed_run_matches_an_uninterrupted_one(vae_dir: str, tmp_path, ema_decay: float) -> None:
+    ema = f"train.ema_decay={ema_decay}"
+    assert dit(tmp_path / "straight", vae_dir, ema) == 0
+    assert dit(tmp_path / "split", vae_dir, ema, "train.stop_at_step=2") == 0
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())["step"] == 2
-    assert dit(tmp_path / "split", vae_dir, "--resume") == 0
-    straight = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
-    split = load_file(tmp_path / "split" / "checkpoint" / "model.safetensors")
-    assert straight.keys() == split.keys()
-    for name in straight:
-        torch.testing.assert_close(straight[name], split[name], msg=name)
+    assert dit(tmp_path / "split", vae_dir, ema, "--resume") == 0
+    files = ["model.safetensors", *(["ema.safetensors"] if ema_decay else [])]
+    assert (tmp_path / "straight" / "checkpoint" / "ema.safetensors").exists() == bool(ema_decay)
+    for file in files:
+        straight = load_file(tmp_path / "straight" / "checkpoint" / file)
+        split = load_file(tmp_path / "split" / "checkpoint" / file)
+        assert straight.keys() == split.keys()
+        for name in straight:
+            torch.testing.assert_close(straight[name], split[name], msg=f"{file}: {name}")
     metrics = json.loads((tmp_path / "straight" / "final" / "metrics.json").read_text())
     assert metrics["step"] == 4 and 0.0 <= metrics["val_1step"]["ciou_all"] <= 1.0
     assert (tmp_path / "straight" / "final" / "config.json").exists()
@@ -69,10 +75,15 @@ def test_batches_mix_segmentation_and_generation(vae_dir: str) -> None:
     torch.testing.assert_close(batch["noise"], again["noise"])  # a pure function of (seed, step)
 
 
-def test_lr_schedule_warms_up_then_decays() -> None:
-    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
-    assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
-    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+def test_resuming_with_another_schedule_needs_new_schedule(vae_dir: str, tmp_path) -> None:
+    from bench.training.schedule import ScheduleMismatchError
+
+    assert dit(tmp_path, vae_dir, "train.stop_at_step=2") == 0
+    with pytest.raises(ScheduleMismatchError, match="total 4 in the checkpoint, 6 now"):
+        dit(tmp_path, vae_dir, "--resume", "train.steps=6")
+    assert dit(tmp_path, vae_dir, "--resume", "train.steps=6", "--new-schedule", "train.stop_at_step=3") == 0
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and state["schedule"]["total"] == 6  # the new schedule is saved from now on
 
 
 def test_unknown_override_is_an_error(vae_dir: str, tmp_path) -> None:
@@ -94,7 +105,7 @@ def test_each_process_draws_its_own_batch_and_one_process_keeps_the_single_proce
 def test_two_process_torchrun_trains_both_stages(tmp_path) -> None:
     """accelerate under torchrun (gloo on CPU): DDP forward/backward in both stages, rank 0 alone writes."""
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "GENMASK_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "BENCH_CACHE": str(tmp_path / "cache")}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
               "genmask.train", "--preset", "micro", "train.threads=1"]
     vae = subprocess.run([*launch, "--stage", "vae", "--out", str(tmp_path / "vae"), "train.vae_steps=2"],

@@ -13,7 +13,7 @@ import pytest
 
 from bench.masks import polygons_to_mask
 from bench.suites.base import IGNORE
-from bench.synth import build, language
+from bench.synth import build, language, streams
 from bench.synth.build import SynthConfig, build_synth, ensure_synth, synthreason_item, synthref_item
 from bench.synth.language import caption, reasoning_queries, referring_expressions, vocabulary
 from bench.synth.scenes import COLOURS, SHAPES, generate_scene
@@ -311,9 +311,9 @@ def test_caption_names_every_object():
 
 
 def test_training_stream_is_deterministic_and_valid():
-    first = list(itertools.islice(language.iter_training_samples(5), 12))
-    again = list(itertools.islice(language.iter_training_samples(5), 12))
-    other = list(itertools.islice(language.iter_training_samples(6), 12))
+    first = list(itertools.islice(streams.iter_training_samples(5), 12))
+    again = list(itertools.islice(streams.iter_training_samples(5), 12))
+    other = list(itertools.islice(streams.iter_training_samples(6), 12))
     assert [(s.text, s.image.tobytes()) for s in first] == [(s.text, s.image.tobytes()) for s in again]
     assert [s.image.tobytes() for s in first] != [s.image.tobytes() for s in other]
     assert {s.kind for s in first} == {"referring", "reasoning"}
@@ -324,14 +324,14 @@ def test_training_stream_is_deterministic_and_valid():
         colours = np.unique(sample.image[sample.mask].reshape(-1, 3), axis=0)
         assert len(colours) == 1  # the mask is one whole object
     for task in ("referring", "reasoning"):
-        assert {s.kind for s in itertools.islice(language.iter_training_samples(0, task), 5)} == {task}
+        assert {s.kind for s in itertools.islice(streams.iter_training_samples(0, task), 5)} == {task}
     with pytest.raises(ValueError):
-        next(language.iter_training_samples(0, "captions"))
+        next(streams.iter_training_samples(0, "captions"))
 
 
 def test_captions_stream_is_deterministic():
-    first = list(itertools.islice(language.iter_captions(1), 4))
-    again = list(itertools.islice(language.iter_captions(1), 4))
+    first = list(itertools.islice(streams.iter_captions(1), 4))
+    again = list(itertools.islice(streams.iter_captions(1), 4))
     assert [(img.tobytes(), text) for img, text in first] == [(img.tobytes(), text) for img, text in again]
 
 
@@ -341,7 +341,7 @@ def test_training_images_are_not_evaluation_images(built):
 
     evaluation_pixels = {np.asarray(Image.open(p).convert("RGB")).tobytes() for p in built.rglob("*.png")}
     assert len(evaluation) == len(evaluation_pixels) > 0
-    for sample in itertools.islice(language.iter_training_samples(SMALL.seed), 200):
+    for sample in itertools.islice(streams.iter_training_samples(SMALL.seed), 200):
         assert sample.image.tobytes() not in evaluation_pixels
 
 

@@ -1,8 +1,7 @@
-"""Model adapters. Heavy models are registered lazily: importing the harness does not import torch."""
+"""Model adapters. Models outside the harness plug in through the `genmask_bench.models` entry point group
+(see pyproject.toml), imported only when asked for: importing the harness does not import torch."""
 
 from bench.models import trivial  # noqa: F401 - registers oracle, empty, full, center, replay
 from bench.models.base import MODELS, ModelInput, SegModel
-
-MODELS.register_lazy("genmask", "genmask.adapter:GenMaskSegModel")
 
 __all__ = ["MODELS", "ModelInput", "SegModel"]

@@ -53,4 +53,4 @@ class SegModel:
         return []
 
 
-MODELS: Registry[type[SegModel]] = Registry("model")
+MODELS: Registry[type[SegModel]] = Registry("model", entry_point_group="genmask_bench.models")

@@ -1,18 +1,17 @@
-"""Embedded synthetic data: shape scenes with verified referring expressions and reasoning queries."""
+"""Embedded synthetic data: shape scenes with verified referring expressions and reasoning queries, the
+suites built from them, and endless seeded training streams (`iter_training_samples`, `iter_captions`)."""
 
 from bench.synth.build import GENERATOR_VERSION, SynthConfig, build_synth, ensure_synth, fingerprint
 from bench.synth.language import (
     Expression,
     Query,
-    TrainSample,
     caption,
-    iter_captions,
-    iter_training_samples,
     reasoning_queries,
     referring_expressions,
     vocabulary,
 )
 from bench.synth.scenes import COLOURS, SHAPES, SIZES, Scene, SceneObject, generate_scene
+from bench.synth.streams import TrainSample, iter_captions, iter_training_samples
 
 __all__ = [
     "COLOURS",

@@ -26,7 +26,6 @@ from bench.synth.scenes import (
     SHAPES,
     Scene,
     SceneObject,
-    generate_scene,
 )
 
 MARGIN = 0.06  # decisive gap for positions and distances, as a fraction of the image size
@@ -528,7 +527,7 @@ def reasoning_queries(scene: Scene, rng: np.random.Generator) -> list[Query]:
     return queries
 
 
-# ---------------------------------------------------------------- captions, vocabulary, training streams
+# ---------------------------------------------------------------- captions, vocabulary
 
 
 def _with_article(phrase: str) -> str:
@@ -607,56 +606,8 @@ def _vocabulary_scenes() -> Iterator[Scene]:
         yield scene((shape, "red", "large", 5.0), ("circle", "red", "small", 60.0))
 
 
-def _stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    """Independent generator of item `index` in one stream; streams never collide with the suites' ones."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, index)))
-
-
-TRAIN_STREAM = 1_000  # the suites use streams < 100 (see bench.synth.build)
-CAPTION_STREAM = 1_001
-
-
-@dataclass
-class TrainSample:
-    """One training pair for segmentation: image, instruction, target mask."""
-
-    image: np.ndarray  # uint8 HxWx3
-    text: str
-    mask: np.ndarray  # bool HxW
-    kind: str  # "referring" or "reasoning"
-    rule: str = ""  # the expression kind or reasoning rule that picks the target, e.g. "spatial", "most_corners"
-
-
 def pick_balanced(rng: np.random.Generator, options: list[tuple]) -> tuple:
     """One option, its kind (first field) drawn uniformly first, so that frequent kinds do not dominate."""
     kinds = sorted({option[0] for option in options})
     kind = _pick(rng, kinds)
     return _pick(rng, [option for option in options if option[0] == kind])
-
-
-def iter_training_samples(seed: int, task: str = "both", image_size: int = 64) -> Iterator[TrainSample]:
-    """Infinite deterministic stream, one sample per fresh scene; task: "referring", "reasoning" or "both"."""
-    if task not in ("referring", "reasoning", "both"):
-        raise ValueError(f"task must be 'referring', 'reasoning' or 'both', not {task!r}")
-    for index in itertools.count():
-        rng = _stream_rng(seed, TRAIN_STREAM, index)
-        scene = generate_scene(rng, image_size)
-        kind = task if task != "both" else _pick(rng, ("referring", "reasoning"))
-        if kind == "referring":
-            options = [(e.kind, e.text, e.target) for e in referring_expressions(scene, rng)]
-        else:
-            options = [
-                (q.kind, q.long if rng.random() < 0.5 else q.short, q.target)
-                for q in reasoning_queries(scene, rng)
-            ]
-        if options:
-            rule, text, target = pick_balanced(rng, options)
-            yield TrainSample(scene.image, text, scene.objects[target].mask, kind, rule)
-
-
-def iter_captions(seed: int, image_size: int = 64) -> Iterator[tuple[np.ndarray, str]]:
-    """Infinite deterministic stream of (image, caption) pairs for joint text-to-image training."""
-    for index in itertools.count():
-        rng = _stream_rng(seed, CAPTION_STREAM, index)
-        scene = generate_scene(rng, image_size)
-        yield scene.image, caption(scene, rng)

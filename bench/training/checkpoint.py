@@ -1,0 +1,61 @@
+"""Resumable training state: weights as safetensors, optimizer via torch.save (read back weights-only), state.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from bench.training.ema import EMA
+from bench.training.schedule import LRSchedule
+
+MODEL, EMA_FILE, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"
+
+
+class Checkpoint:
+    """OUT/checkpoint: model.safetensors, ema.safetensors (when averaging), optimizer.pt and state.json (step,
+    wall seconds, learning-rate schedule and whatever the trainer adds). Every file is written under a temporary
+    name and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
+
+    def __init__(self, out: str | Path):
+        self.directory = Path(out) / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.directory / STATE).exists()
+
+    def save(self, module: nn.Module, optimizer: torch.optim.Optimizer, *, step: int, wall_seconds: float,
+             schedule: LRSchedule, ema: EMA | None = None, **extra: Any) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = {"step": step, "wall_seconds": wall_seconds, "schedule": schedule.to_dict(), **extra}
+        save_model(module, str(self.directory / f"{MODEL}.tmp"))
+        if ema is not None:
+            save_file(ema.state_dict(), self.directory / f"{EMA_FILE}.tmp")
+        torch.save(optimizer.state_dict(), self.directory / f"{OPTIMIZER}.tmp")
+        (self.directory / f"{STATE}.tmp").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        for name in (MODEL, *([EMA_FILE] if ema is not None else []), OPTIMIZER, STATE):
+            os.replace(self.directory / f"{name}.tmp", self.directory / name)
+        if ema is None:
+            (self.directory / EMA_FILE).unlink(missing_ok=True)  # a stale average must not be resumed later
+
+    def resume(self, module: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, *,
+               ema: EMA | None = None, new_schedule: bool = False) -> tuple[dict[str, Any], LRSchedule]:
+        """Load the saved weights (and EMA) and optimizer state into the given objects; returns state.json and
+        the schedule to follow (the saved one; see `LRSchedule.resume` for a different `schedule`)."""
+        state_file = self.directory / STATE
+        if not state_file.exists():
+            raise FileNotFoundError(f"{state_file}: nothing to resume (no checkpoint in this --out directory)")
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        schedule = schedule.resume(state.get("schedule"), new_schedule)  # refuse before changing anything
+        if ema is not None and not (self.directory / EMA_FILE).exists():
+            raise FileNotFoundError(f"{self.directory / EMA_FILE}: the checkpoint has no EMA weights to resume "
+                                    "(it was trained without weight averaging)")
+        load_model(module, self.directory / MODEL)
+        if ema is not None:
+            ema.load_state_dict(load_file(self.directory / EMA_FILE))
+        optimizer.load_state_dict(torch.load(self.directory / OPTIMIZER, weights_only=True))
+        return state, schedule
