@@ -1,8 +1,7 @@
-"""What run.json records about where a result came from: commit, versions, time."""
+"""What run.json records about where a result came from: the commit and the package versions."""
 
 from __future__ import annotations
 
-import datetime as dt
 import platform
 import subprocess
 from importlib import metadata
@@ -32,6 +31,3 @@ def package_versions() -> dict[str, str]:
             versions[name] = "not installed"
     return versions
 
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
