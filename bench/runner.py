@@ -27,7 +27,8 @@ from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunRecord, default_run_path, now_iso, read_json
 from bench.suites import SUITES, Sample, Suite
 
-RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "limit", "seed", "protocol")
+RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "data_root", "limit", "seed",
+               "protocol")
 
 
 class StrictFailure(BenchError):
@@ -131,6 +132,15 @@ class Runner:
             details = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
             raise BenchError(f"cannot resume {rundir.path}: the configuration differs ({details})")
 
+    def _check_same_data(self, rundir: RunDir, suites: list[tuple[Suite, dict[str, list[Sample]]]]) -> None:
+        """A resume must read the data the run started on: the same dataset fingerprints."""
+        previous = rundir.read().dataset_fingerprints
+        changed = [f"{suite.name}: {previous.get(suite.name)} -> {suite.fingerprint()}" for suite, _ in suites
+                   if previous.get(suite.name) != suite.fingerprint()]
+        if changed:
+            raise BenchError(f"cannot resume {rundir.path}: the data differ from the run's "
+                             f"(dataset fingerprints {'; '.join(changed)})")
+
     def _load_suites(self) -> list[tuple[Suite, dict[str, list[Sample]]]]:
         loaded = []
         for name in self.spec.suites:
@@ -160,6 +170,8 @@ class Runner:
         """Predict every pending sample, merge, score; returns metrics per suite (on rank 0)."""
         rundir = self.rundir = self._prepare_out_dir()
         suites = self._load_suites()
+        if self.spec.resume and rundir.exists():
+            self._check_same_data(rundir, suites)
         model = self._build_model()
         created = self._write_run_json(rundir, model, suites, status="running")
         try:

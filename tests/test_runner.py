@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,6 +207,21 @@ def test_existing_run_needs_resume_and_same_config(tmp_path, data_root, capsys):
     assert code == 1 and "seed" in capsys.readouterr().err
     code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--resume")
     assert code == 0  # a finished run resumes as a no-op with the same metrics
+
+
+def test_resume_refuses_another_data_root_or_changed_data(tmp_path, data_root, capsys):
+    _, out = _run(tmp_path, data_root, "--model", "empty", "--split", "val")
+    copy = tmp_path / "copy"
+    shutil.copytree(data_root, copy)
+    code, _ = _run(tmp_path, copy, "--model", "empty", "--split", "val", "--resume")
+    assert code == 1 and "data_root" in capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())  # same root recorded, data changed underneath
+    run["spec"]["data_root"] = str(copy)
+    (out / "run.json").write_text(json.dumps(run))
+    instances = copy / "refer_seg" / "refcoco" / "instances.json"
+    instances.write_text(instances.read_text().replace('"height": 44', '"height": 45', 1))
+    code, _ = _run(tmp_path, copy, "--model", "empty", "--split", "val", "--resume")
+    assert code == 1 and "dataset fingerprints" in capsys.readouterr().err
 
 
 SLOW_MODEL_SCRIPT = """
