@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--data-root")
     score.add_argument("--out", type=Path, help="output run directory (default: results/runs/<time>_score_...)")
     score.add_argument("--label", help="display name in reports (default: the predictions file's stem)")
+    score.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     _add_protocol_args(score)
 
     report = sub.add_parser("report", help="regenerate REPORT.md, tables and plots from run directories")
@@ -169,7 +170,7 @@ def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
     out, metrics = score_predictions(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
                                      suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
-                                     command=command, label=args.label)
+                                     command=command, label=args.label, overwrite=args.overwrite)
     print_metrics(metrics)
     for warning in RunDir(out).read().warnings:
         print(f"note: {warning}", file=sys.stderr)

@@ -28,5 +28,19 @@ class DataFormatError(BenchError):
     exit_code = 2
 
 
+class UnknownSplitError(BenchError):
+    """A split the suite does not have; suggests the closest names."""
+
+    exit_code = 2
+
+    def __init__(self, suite: str, unknown: list[str], splits: tuple[str, ...] | list[str]):
+        import difflib
+
+        hints = [match for name in unknown for match in difflib.get_close_matches(name, splits, n=1)]
+        hint = f" Did you mean {' or '.join(repr(h) for h in hints)}?" if hints else ""
+        super().__init__(f"suite {suite!r} has no split {', '.join(map(repr, unknown))}.{hint} "
+                         f"Splits: {', '.join(splits)}")
+
+
 class SampleError(Exception):
     """One sample cannot be evaluated (corrupt image, bad model output); the run records it and goes on."""

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.distributed import ProcessInfo, gather, init_processes, local_device
-from bench.errors import BenchError, SampleError
+from bench.errors import BenchError, SampleError, UnknownSplitError
 from bench.loading import LoadedSample, iter_loaded
 from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
@@ -148,7 +148,7 @@ class Runner:
             splits = self.spec.splits or [s for s in suite.splits if s != "train"]
             unknown = [s for s in splits if s not in suite.splits]
             if unknown:
-                raise BenchError(f"suite {name!r} has no split {', '.join(unknown)}; splits: {', '.join(suite.splits)}")
+                raise UnknownSplitError(name, unknown, suite.splits)
             samples = {split: suite.samples(split)[: self.spec.limit] for split in splits}
             loaded.append((suite, samples))
         return loaded

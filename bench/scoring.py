@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, UnknownSplitError
 from bench.loading import read_target
 from bench.masks import decode_rle
 from bench.metrics import Protocol, score_records, score_sample
@@ -31,14 +31,22 @@ def score_predictions(
     protocol: Protocol | None = None,
     command: str | None = None,
     label: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
-    """Score `predictions` on one split; writes a run directory (run.json, predictions.jsonl, metrics.json)."""
+    """Score `predictions` on one split; writes a run directory (run.json, predictions.jsonl, metrics.json).
+
+    An existing run directory is replaced only with `overwrite`."""
     protocol = protocol or Protocol()
     predictions = Path(predictions)
     if not predictions.is_file():
         raise BenchError(f"predictions file not found: {predictions}")
     suite_args = dict(suite_args or {})
+    rundir = RunDir(Path(out) if out else default_run_path("score", predictions.stem, suite_name), suites=[suite_name])
+    if rundir.exists() and not overwrite:
+        raise BenchError(f"{rundir.path} already holds a run; choose another --out or pass --overwrite to replace it")
     suite = SUITES.get(suite_name)(data_root=data_root, **suite_args)
+    if split not in suite.splits:
+        raise UnknownSplitError(suite_name, [split], suite.splits)
     samples = suite.samples(split)
     by_id, n_other_split = read_predictions(predictions, split=split)
     wanted = {s.sample_id for s in samples}
@@ -51,7 +59,6 @@ def score_predictions(
     if n_missing:
         run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as empty masks")
     metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: score_records(records, protocol)}}
-    rundir = RunDir(Path(out) if out else default_run_path("score", predictions.stem, suite_name), suites=[suite_name])
     rundir.path.mkdir(parents=True, exist_ok=True)
     write_records(rundir.predictions(suite_name), records)
     rundir.write_metrics(suite_name, metrics)

@@ -358,3 +358,26 @@ def test_a_target_that_cannot_be_rasterised_fails_only_its_sample(tmp_path):
     assert records["2"]["status"] == "failed" and records["2"]["error"].startswith("target:")
     assert "(10, 10)" in records["2"]["error"]
     assert _metrics(out)["splits"]["val"]["n_failed"] == 1
+
+
+def test_unknown_split_suggests_a_name_and_exits_2(tmp_path, data_root, capsys):
+    code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "tset")
+    assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("")
+    code = main(["score", "--suite", "refcoco", "--split", "tset", "--predictions", str(predictions),
+                 "--data-root", str(data_root), "--out", str(tmp_path / "s")])
+    assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
+
+
+def test_score_never_overwrites_a_run_without_overwrite(tmp_path, data_root, capsys):
+    _, out = _run(tmp_path, data_root, "--model", "oracle", "--split", "val")
+    before = (out / "predictions.jsonl").read_bytes()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    args = ["score", "--suite", "refcoco", "--split", "val", "--predictions", str(empty), "--data-root",
+            str(data_root), "--out", str(out), "--bootstrap", "0"]
+    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
+    assert (out / "predictions.jsonl").read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
+    assert _metrics(out)["splits"]["val"]["n_failed"] == _metrics(out)["splits"]["val"]["n"]
