@@ -109,7 +109,7 @@ class SegmentationEvaluator:
         scores = self.scores()
         ious = scores.ious(self.protocol.empty_union_iou)
         result["ciou"] = scores.ciou(self.protocol.empty_union_iou)
-        result["giou"] = float(ious.mean())
+        result["giou"] = scores.giou(self.protocol.empty_union_iou)
         for key, threshold in zip(prec_keys, self.protocol.thresholds, strict=True):
             result[key] = float(np.mean(ious > threshold))
         result["ciou_ci95"], result["giou_ci95"] = bootstrap_cis(scores, self.protocol)
@@ -138,7 +138,12 @@ class SampleScores:
         return np.where(self.failed, 0.0, _ratio_of_sums(self.inters, self.unions, empty_union_iou))
 
     def ciou(self, empty_union_iou: float) -> float:
+        """Summed intersections over summed unions."""
         return float(_ratio_of_sums(self.inters.sum(), self.unions.sum(), empty_union_iou))
+
+    def giou(self, empty_union_iou: float) -> float:
+        """Mean per-sample IoU (NaN without samples)."""
+        return float(self.ious(empty_union_iou).mean()) if len(self) else float("nan")
 
 
 def resample_indices(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -180,7 +185,7 @@ def paired_bootstrap(a: SampleScores, b: SampleScores, protocol: Protocol) -> di
     result: dict[str, Any] = {"n": len(a)}
     empty = protocol.empty_union_iou
     point = {"ciou": a.ciou(empty) - b.ciou(empty),
-             "giou": float(a.ious(empty).mean() - b.ious(empty).mean()) if len(a) else 0.0}
+             "giou": a.giou(empty) - b.giou(empty) if len(a) else 0.0}
     intervals: dict[str, list[float] | None] = {"ciou": None, "giou": None}
     if protocol.bootstrap > 0 and len(a):
         a_ciou, a_giou = _bootstrap_statistics(a, protocol)

@@ -24,7 +24,7 @@ from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
 from bench.predictions import PredictionWriter, iter_records, write_records
 from bench.provenance import git_commit, package_versions
-from bench.rundir import RunDir, RunRecord, default_run_path, now_iso, read_json
+from bench.rundir import RunDir, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample, Suite
 
 RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "data_root", "limit", "seed",
@@ -309,12 +309,12 @@ class Runner:
 
     def _write_run_json(self, rundir: RunDir, model: SegModel, suites, status: str, created: str | None = None,
                         timings: dict | None = None, model_timings: dict | None = None) -> str:
-        previous = read_json(rundir.run_file) if rundir.exists() else {}
-        created = created or previous.get("created") or now_iso()
+        previous = rundir.read() if rundir.exists() else None
+        created = created or (previous.created if previous else None) or now_iso()
         if self.proc.is_main:
             samples = (timings or {}).get("samples", 0)
             seconds = sum((timings or {}).get(k, 0.0) for k in ("data_s", "model_s", "metric_s"))
-            resumed = previous.get("resumed", 0) + (1 if self.spec.resume and previous and status == "running" else 0)
+            resumed = (previous.resumed if previous else 0) + (1 if self.spec.resume and previous and status == "running" else 0)
             rundir.write(RunRecord(
                 model=self.spec.model,
                 suites=self.spec.suites,
@@ -324,7 +324,7 @@ class Runner:
                 label=self.spec.label,
                 group=self.spec.group,
                 spec=self.spec.record(),
-                command=self.command or previous.get("command"),
+                command=self.command or (previous.command if previous else None),
                 model_config=model.config(),
                 protocol={**self.spec.protocol.to_dict(), **{s.name: s.protocol() for s, _ in suites}},
                 seed=self.spec.seed,

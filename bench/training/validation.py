@@ -29,7 +29,7 @@ def ciou(scores: SampleScores, protocol: Protocol = VALIDATION_PROTOCOL) -> floa
 
 def giou(scores: SampleScores, protocol: Protocol = VALIDATION_PROTOCOL) -> float:
     """Mean per-sample IoU (an empty union scores the protocol's `empty_union_iou`)."""
-    return float(scores.ious(protocol.empty_union_iou).mean()) if len(scores) else float("nan")
+    return scores.giou(protocol.empty_union_iou)
 
 
 def _subset(scores: SampleScores, chosen: np.ndarray) -> SampleScores:
