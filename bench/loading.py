@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from bench.errors import SampleError
+from bench.masks import RleTarget
 from bench.suites.base import Sample
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,7 +32,7 @@ class LoadedSample:
     error: str | None = None
 
 
-def _read(part: str, read: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, str | None]:
+def _read(part: str, read: Callable[[], T]) -> tuple[T | None, str | None]:
     try:
         return read(), None
     except Exception as exc:  # noqa: BLE001 - one unreadable sample must not end the run
@@ -38,6 +42,23 @@ def _read(part: str, read: Callable[[], np.ndarray]) -> tuple[np.ndarray | None,
 def read_target(sample: Sample) -> tuple[np.ndarray | None, str | None]:
     """(target, None), or (None, why it cannot be rasterised or does not fit the image)."""
     return _read("target", sample.target)
+
+
+def read_target_rle(sample: Sample, ignore_value: int) -> tuple[RleTarget | None, str | None]:
+    """`read_target` in RLE space: the suite's own RLE where it has one (refer suites), never decoded; else the
+    dense target (ReasonSeg, with its ignored pixels) encoded."""
+    if sample.load_target_rle is None:
+        target, error = read_target(sample)
+        return (None, error) if target is None else (RleTarget.from_dense(target, ignore_value), None)
+    return _read("target", lambda: _sized_rle_target(sample))
+
+
+def _sized_rle_target(sample: Sample) -> RleTarget:
+    """The sample's RLE target, checked against its image size (as Sample.target checks the dense one)."""
+    target = RleTarget.from_rle(sample.load_target_rle())
+    if target.size != (sample.height, sample.width):
+        raise SampleError(f"{sample.sample_id}: target shape {target.size} != image size {(sample.height, sample.width)}")
+    return target
 
 
 def read_sample(sample: Sample) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:

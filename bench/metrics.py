@@ -1,6 +1,8 @@
 """Referring-segmentation metrics under an explicit, recorded protocol, below every loop that uses them.
 
-Per sample: `intersection_union` and `score_sample` (one predictions-file record). Per split:
+Per sample: `intersection_union` and `score_sample` on dense masks (`bench run`), and the same in RLE space,
+`rle_intersection_union` and `score_rle_sample`, without decoding (`bench score`); both give identical
+numbers. Per split:
 `SegmentationEvaluator` / `score_records` (cIoU, gIoU, Prec@X, bootstrap CIs). Between two runs on the same
 samples: `paired_bootstrap` (the difference in cIoU and gIoU with its 95% interval).
 """
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.masks import encode_rle
+from bench.masks import RleTarget, encode_rle, json_rle, rle_area, rle_intersection_area, rle_size
 
 _BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000  # bounds the memory of the resampling index matrix (about 32 MB)
 
@@ -48,6 +50,20 @@ def intersection_union(pred: np.ndarray | None, target: np.ndarray, protocol: Pr
     gt = (target != 0) & valid
     pred = pred & valid
     return int(np.count_nonzero(pred & gt)), int(np.count_nonzero(pred | gt))
+
+
+def rle_intersection_union(pred: dict[str, Any] | None, target: RleTarget) -> tuple[int, int]:
+    """`intersection_union` from RLE operations: `pred` is a validated pycocotools RLE (None: an empty mask).
+
+    Ignored pixels are disjoint from the target's foreground, so U = |pred| + |gt| - I - |pred AND ignored|."""
+    if pred is None:
+        return 0, target.area
+    if rle_size(pred) != target.size:
+        raise ValueError(f"prediction size {rle_size(pred)} != target size {target.size}")
+    area = rle_area(pred)
+    inter = rle_intersection_area(pred, target.foreground) if area and target.area else 0
+    ignored = rle_intersection_area(pred, target.ignore) if area and target.ignore is not None else 0
+    return inter, area + target.area - inter - ignored
 
 
 def sample_iou(inter: int, union: int, protocol: Protocol) -> float:
@@ -223,16 +239,35 @@ def score_sample(sample_id: str, split: str, mask: np.ndarray | None, error: str
     no target (it could not be read) fails the sample with intersection and union 0."""
     failed = mask is None or target is None
     inter, union = (0, 0) if target is None else intersection_union(mask, target, protocol)
+    if failed:
+        return _record(sample_id, split, None, error, inter, union, 0, protocol)
+    return _record(sample_id, split, encode_rle(mask), None, inter, union, int(np.count_nonzero(mask)), protocol)
+
+
+def score_rle_sample(sample_id: str, split: str, pred: dict[str, Any] | None, error: str | None,
+                     target: RleTarget | None, protocol: Protocol) -> dict[str, Any]:
+    """`score_sample` in RLE space: `pred` (a validated pycocotools RLE) is passed through, not re-encoded."""
+    failed = pred is None or target is None
+    inter, union = (0, 0) if target is None else rle_intersection_union(pred, target)
+    if failed:
+        return _record(sample_id, split, None, error, inter, union, 0, protocol)
+    return _record(sample_id, split, json_rle(pred), None, inter, union, rle_area(pred), protocol)
+
+
+def _record(sample_id: str, split: str, segmentation: dict[str, Any] | None, error: str | None, inter: int,
+            union: int, area: int, protocol: Protocol) -> dict[str, Any]:
+    """A predictions-file record; no segmentation means a failed sample (IoU 0)."""
+    failed = segmentation is None
     return {
         "sample_id": sample_id,
         "split": split,
-        "segmentation": None if failed else encode_rle(mask),
+        "segmentation": segmentation,
         "iou": 0.0 if failed else sample_iou(inter, union, protocol),
         "status": "failed" if failed else "ok",
         "error": (error or "no prediction") if failed else None,
         "intersection": int(inter),
         "union": int(union),
-        "area": 0 if failed else int(mask.sum()),
+        "area": area,
     }
 
 

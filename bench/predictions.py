@@ -2,7 +2,8 @@
 
 A line: {"sample_id": str, "split": str, "segmentation": COCO RLE at the original resolution or null,
 "iou": float, "status": "ok" | "failed", "error": str | null, "intersection": int, "union": int}.
-Only `sample_id` and `segmentation` are required by `bench score`.
+Only `sample_id` and `segmentation` are required by `bench score`. Files are read as a stream (line
+offsets, not records, are kept), split on b"\n" only, and every RLE is validated before anything decodes it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bench.errors import DataFormatError
+from bench.masks import RLEError, rle_counts
 
 
 class PredictionWriter:
@@ -39,73 +41,124 @@ class PredictionWriter:
 
 
 def iter_records(path: Path, repair_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, record) from a predictions file; malformed lines raise DataFormatError.
+    """Yield (line number, record) from a predictions file, streamed; a malformed line raises DataFormatError.
 
-    With `repair_tail`, an unterminated last line (a run killed mid-write) is cut off instead.
+    Every segmentation is validated (`bench.masks.rle_counts`). With `repair_tail`, an unterminated last line
+    (a run killed mid-write) is cut off instead.
     """
-    path = Path(path)
-    data = path.read_bytes()
-    if repair_tail and data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        with open(path, "r+b") as handle:
-            handle.truncate(keep)
-        data = data[:keep]
-    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("sample_id"), str):
-            raise DataFormatError(f"{path}:{number}: expected an object with a string 'sample_id'")
-        if "segmentation" not in record:
-            raise DataFormatError(f"{path}:{number}: missing 'segmentation' (COCO RLE or null)")
-        segmentation = record["segmentation"]
-        if segmentation is not None and not _is_rle(segmentation):
-            raise DataFormatError(f"{path}:{number}: 'segmentation' must be {{'size': [h, w], 'counts': str}} or null")
+    if repair_tail:
+        _cut_unterminated_tail(Path(path))
+    for number, _, record in _iter_lines(Path(path)):
         yield number, record
 
 
-def _is_rle(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("size"), list)
-        and len(value["size"]) == 2
-        and all(isinstance(v, int) and v >= 0 for v in value["size"])
-        and isinstance(value.get("counts"), (str, list))
-    )
+def _iter_lines(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(line number, byte offset, record) of every non-blank line, split on b"\n" only: a JSON string may
+    hold U+2028 or U+0085, which str.splitlines would take for line ends."""
+    with open(path, "rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                yield number, offset, parse_line(path, number, raw)
+            offset += len(raw)
 
 
-def read_predictions(path: Path, split: str | None = None) -> tuple[dict[str, dict[str, Any]], int]:
-    """(records by sample_id, number of lines left out) for scoring `split`.
+def parse_line(path: Path, number: int, raw: bytes, validate: bool = True) -> dict[str, Any]:
+    """One predictions line -> record; DataFormatError naming the file and line if it is malformed."""
+    try:
+        record = json.loads(raw.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of too many digits, nesting too deep
+        raise DataFormatError(f"{path}:{number}: not valid JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("sample_id"), str):
+        raise DataFormatError(f"{path}:{number}: expected an object with a string 'sample_id'")
+    if "segmentation" not in record:
+        raise DataFormatError(f"{path}:{number}: missing 'segmentation' (COCO RLE or null)")
+    if validate and record["segmentation"] is not None:
+        try:
+            rle_counts(record["segmentation"])
+        except RLEError as exc:
+            raise DataFormatError(f"{path}:{number}: bad 'segmentation' RLE: {exc}") from None
+    return record
+
+
+def _cut_unterminated_tail(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate the file after its last b"\n" (reading backwards from the end, not the whole file)."""
+    with open(path, "r+b") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(max(end - 1, 0))
+        if end == 0 or handle.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:
+            start = max(0, position - chunk)
+            handle.seek(start)
+            newline = handle.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(start + newline + 1)
+                return
+            position = start
+        handle.truncate(0)
+
+
+def index_predictions(path: Path, split: str | None = None) -> tuple[dict[str, tuple[int, int]], int]:
+    """((line number, byte offset) by sample_id, number of lines left out) for scoring `split`; the whole file
+    is validated, but only the offsets are kept, so memory does not grow with the records.
 
     If some lines carry `"split": split`, only those are used and the others are left out; otherwise
     every line is used (so a file written for ReasonSeg `test` also serves `test-short`/`test-long`).
     A duplicated id among the used lines raises DataFormatError naming both lines.
     """
-    records = list(iter_records(path))
-    used = records
-    if split is not None and any(r.get("split") == split for _, r in records):
-        used = [(n, r) for n, r in records if r.get("split") == split]
-    by_id: dict[str, dict[str, Any]] = {}
-    lines: dict[str, int] = {}
-    for number, record in used:
+    path = Path(path)
+    every: dict[str, tuple[int, int]] = {}
+    in_split: dict[str, tuple[int, int]] = {}
+    duplicates: dict[bool, tuple[int, str, int]] = {}  # first duplicate among every line / the split's lines
+    total = 0
+    for number, offset, record in _iter_lines(path):
+        total += 1
         sid = record["sample_id"]
-        if sid in by_id:
-            raise DataFormatError(f"{path}:{number}: duplicated sample_id {sid!r} (first on line {lines[sid]})")
-        by_id[sid] = record
-        lines[sid] = number
-    return by_id, len(records) - len(used)
+        for in_scope, seen in ((True, every), (record.get("split") == split, in_split)):
+            if not in_scope:
+                continue
+            if sid in seen:
+                duplicates.setdefault(seen is every, (number, sid, seen[sid][0]))
+            else:
+                seen[sid] = (number, offset)
+    use_split = split is not None and bool(in_split)
+    used = in_split if use_split else every
+    duplicate = duplicates.get(not use_split)
+    if duplicate:
+        number, sid, first = duplicate
+        raise DataFormatError(f"{path}:{number}: duplicated sample_id {sid!r} (first on line {first})")
+    return used, total - len(used)
+
+
+def read_line(handle: BinaryIO, path: Path, number: int, offset: int) -> dict[str, Any]:
+    """The record on line `number` at byte `offset` of an open predictions file (found by index_predictions)."""
+    handle.seek(offset)
+    return parse_line(path, number, handle.readline(), validate=False)
+
+
+def read_predictions(path: Path, split: str | None = None) -> tuple[dict[str, dict[str, Any]], int]:
+    """(records by sample_id, number of lines left out) for scoring `split`: `index_predictions`, read."""
+    index, left_out = index_predictions(path, split)
+    with open(path, "rb") as handle:
+        return {sid: read_line(handle, Path(path), *where) for sid, where in index.items()}, left_out
 
 
 def write_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a whole predictions file atomically (temp file + rename)."""
+    """Write a whole predictions file atomically (temp file + rename), streaming `records`; if they raise,
+    the temp file is removed and `path` is left as it was."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)

@@ -1,19 +1,22 @@
 """`bench score`: metrics from a predictions file produced elsewhere, no model involved.
 
 Writes a run directory with the same layout and `run.json` schema as `bench run` (through bench.rundir);
-per-sample scoring and aggregation are bench.metrics', the same functions the runner uses.
+per-sample scoring and aggregation are bench.metrics'. Scoring streams: the predictions file is indexed
+(validated, offsets kept), each sample's line is read, scored in RLE space against the ground truth's RLE
+(never decoded; the prediction's RLE passes through) and written, so memory does not grow with the samples.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from bench.errors import BenchError, UnknownSplitError
-from bench.loading import read_target
-from bench.masks import decode_rle
-from bench.metrics import Protocol, score_records, score_sample
-from bench.predictions import read_predictions, write_records
+from bench.errors import BenchError, DataFormatError, UnknownSplitError
+from bench.loading import read_target_rle
+from bench.masks import RLEError, coco_rle, rle_size
+from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
+from bench.predictions import index_predictions, read_line, write_records
 from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample
@@ -48,19 +51,20 @@ def score_predictions(
     if split not in suite.splits:
         raise UnknownSplitError(suite_name, [split], suite.splits)
     samples = suite.samples(split)
-    by_id, n_other_split = read_predictions(predictions, split=split)
+    index, n_other_split = index_predictions(predictions, split=split)
     wanted = {s.sample_id for s in samples}
-    n_outside = n_other_split + sum(sid not in wanted for sid in by_id)
+    n_outside = n_other_split + sum(sid not in wanted for sid in index)
     run_warnings = [f"{suite_name}: {w}" for w in suite.warnings]
     if n_outside:
         run_warnings.append(f"{n_outside} predictions in {predictions} are not in {suite_name}/{split} and were ignored")
-    records = [_score_one(s, by_id.get(s.sample_id), protocol) for s in samples]
-    n_missing = sum(r["error"] == "missing from the predictions file" for r in records)
+    evaluator = SegmentationEvaluator(protocol)
+    rundir.path.mkdir(parents=True, exist_ok=True)
+    with open(predictions, "rb") as handle:
+        write_records(rundir.predictions(suite_name), _scored(samples, index, handle, predictions, evaluator))
+    n_missing = len(samples) - sum(s.sample_id in index for s in samples)
     if n_missing:
         run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as empty masks")
-    metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: score_records(records, protocol)}}
-    rundir.path.mkdir(parents=True, exist_ok=True)
-    write_records(rundir.predictions(suite_name), records)
+    metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
     rundir.write_metrics(suite_name, metrics)
     now = now_iso()
     spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
@@ -85,17 +89,33 @@ def score_predictions(
     return rundir.path, metrics
 
 
+def _scored(samples: list[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,
+            evaluator: SegmentationEvaluator) -> Iterator[dict[str, Any]]:
+    """Each sample's record, in sample order, added to `evaluator` as it is produced."""
+    for sample in samples:
+        where = index.get(sample.sample_id)
+        record = None if where is None else read_line(handle, path, *where)
+        try:
+            scored = _score_one(sample, record, evaluator.protocol)
+        except RLEError as exc:  # the file changed since it was indexed and validated
+            raise DataFormatError(f"{path}:{where[0]}: bad 'segmentation' RLE: {exc}") from None
+        evaluator.process(scored["sample_id"], scored["intersection"], scored["union"], scored["status"] != "ok")
+        yield scored
+
+
 def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol) -> dict[str, Any]:
-    """Decode and check one prediction; a missing, failed or wrongly sized one is scored as failed."""
-    error, mask = None, None
+    """Check one prediction and score it in RLE space; a missing, failed or wrongly sized one is scored as failed.
+
+    The size is compared before anything is decoded, so a huge declared size allocates nothing."""
+    error, pred = None, None
     if record is None:
         error = "missing from the predictions file"
     elif record["segmentation"] is None:
         error = record.get("error") or "prediction marked failed"
+    elif rle_size(record["segmentation"]) != (sample.height, sample.width):
+        error = (f"mask size {rle_size(record['segmentation'])} differs from the image size "
+                 f"{(sample.height, sample.width)}")
     else:
-        mask = decode_rle(record["segmentation"])
-        if mask.shape != (sample.height, sample.width):
-            error = f"mask size {mask.shape} differs from the image size {(sample.height, sample.width)}"
-            mask = None
-    target, target_error = read_target(sample)
-    return score_sample(sample.sample_id, sample.split, mask, target_error or error, target, protocol)
+        pred = coco_rle(record["segmentation"])
+    target, target_error = read_target_rle(sample, protocol.ignore_value)
+    return score_rle_sample(sample.sample_id, sample.split, pred, target_error or error, target, protocol)

@@ -28,6 +28,8 @@ class Sample:
     width: int
     load_target: Callable[[], np.ndarray] = field(repr=False, compare=False)
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    # the foreground as a pycocotools RLE, for suites whose ground truth is RLE or polygons (bench score)
+    load_target_rle: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def target(self) -> np.ndarray:
         """Ground truth as uint8 HxW: 0 background, 1 foreground, IGNORE (255) ignored."""

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
-from bench.masks import segmentation_to_mask
+from bench.masks import segmentation_to_mask, segmentation_to_rle
 from bench.safe_pickle import load_refs_pickle
 from bench.suites.base import SUITES, Sample, Suite
 from bench.suites.writers import instances_path, refs_path
@@ -235,6 +235,9 @@ def _make_sample(
     def load_target() -> np.ndarray:
         return segmentation_to_mask(segmentation, height, width).astype(np.uint8)
 
+    def load_target_rle() -> dict[str, Any]:
+        return segmentation_to_rle(segmentation, height, width)
+
     return Sample(
         sample_id=sample_id,
         split=split,
@@ -243,6 +246,7 @@ def _make_sample(
         height=height,
         width=width,
         load_target=load_target,
+        load_target_rle=load_target_rle,
         meta={
             "ref_id": ref["ref_id"],
             "ann_id": ref["ann_id"],
