@@ -107,7 +107,7 @@ def test_a_short_rle_never_reaches_pycocotools(monkeypatch):
 
 def test_a_ground_truth_rle_of_another_size_is_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(mask_utils, "decode", lambda *a: pytest.fail("decoded an RLE of the wrong size"))
-    huge = {"size": [100_000, 100_000], "counts": [0, 2**32 - 1, 10**10 - 2**32 + 1]}
+    huge = {"size": [100_000, 100_000], "counts": [0, 2**32 - 1, 2**32 - 1, 10**10 - 2 * (2**32 - 1)]}
     with pytest.raises(RLEError, match=r"RLE size \(100000, 100000\) != image size \(4, 4\)"):
         segmentation_to_rle(huge, 4, 4)
 

@@ -6,8 +6,18 @@ import json
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
-from bench.metrics import Protocol, SegmentationEvaluator, intersection_union, sample_iou
+from bench.masks import RleTarget, coco_rle, encode_rle
+from bench.metrics import (
+    Protocol,
+    SegmentationEvaluator,
+    intersection_union,
+    rle_intersection_union,
+    sample_iou,
+    score_rle_sample,
+    score_sample,
+)
 
 IGNORE = 255
 EXPECTED_KEYS = {"n", "n_failed", "ciou", "giou", "ciou_ci95", "giou_ci95"} | {
@@ -89,6 +99,28 @@ def test_matches_naive_reference(seed, empty_union_iou):
     assert result["n"] == 40 and result["n_failed"] == sum(p is None for p, _ in pairs)
     for key, value in reference.items():
         assert result[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rle_space_scoring_equals_the_dense_path_record_by_record(seed):
+    """bench score (RLE operations, nothing decoded) and bench run (dense masks) write identical records."""
+    protocol = Protocol()
+    for index, (pred, target) in enumerate(random_pairs(np.random.default_rng(seed), 60)):
+        error = "no prediction" if pred is None else None
+        dense = score_sample(f"s{index}", "val", pred, error, target, protocol)
+        rle_pred = None if pred is None else coco_rle(encode_rle(pred))
+        in_rle_space = score_rle_sample(f"s{index}", "val", rle_pred, error, RleTarget.from_dense(target, IGNORE),
+                                        protocol)
+        assert in_rle_space == dense
+        if not (target == IGNORE).any():  # a refer-style target: the suite's own RLE, nothing ignored
+            refer_target = RleTarget.from_rle(mask_utils.encode(np.asfortranarray(target)))
+            assert rle_intersection_union(rle_pred, refer_target) == (dense["intersection"], dense["union"])
+
+
+def test_rle_space_refuses_a_prediction_of_another_size():
+    target = RleTarget.from_dense(np.ones((3, 4), np.uint8), IGNORE)
+    with pytest.raises(ValueError, match="prediction size"):
+        rle_intersection_union(coco_rle(encode_rle(np.ones((4, 3), bool))), target)
 
 
 def test_empty_union_convention_changes_giou_only():
