@@ -73,36 +73,41 @@ def _string_counts(counts: str | bytes) -> np.ndarray:
             counts = counts.encode("ascii")
         except UnicodeEncodeError:
             raise RLEError("counts string is not ASCII") from None
-    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    chars = np.frombuffer(counts, dtype=np.uint8) - np.uint8(48)  # below '0' wraps above 63
     if chars.size == 0:
         return np.zeros(0, dtype=np.int64)
-    bad = (chars < 0) | (chars > 63)
-    if bad.any():
-        position = int(np.argmax(bad))
+    if chars.max() > 63:
+        position = int(np.argmax(chars > 63))
         raise RLEError(f"counts string has {chr(counts[position])!r} at position {position}, outside '0'..'o'")
-    more = (chars & 0x20) != 0
-    if more[-1]:
+    last = (chars & 0x20) == 0
+    if not last[-1]:
         raise RLEError("counts string ends inside a run")
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > _MAX_CHARS_PER_COUNT:
-        raise RLEError(f"run {int(np.argmax(lengths > _MAX_CHARS_PER_COUNT))} overflows (too many characters)")
-    shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
-    values = np.add.reduceat((chars & 0x1F) << shift, starts)
-    negative = (chars[ends] & 0x10) != 0
-    values[negative] -= np.left_shift(1, 5 * lengths[negative])
-    runs = values.copy()
+    ends = np.flatnonzero(last)
+    if ends.size == chars.size:  # every count fits one character
+        values = (chars & 0x1F).astype(np.int64)
+        values[(chars & 0x10) != 0] -= 32
+    else:
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts + 1
+        if lengths.max() > _MAX_CHARS_PER_COUNT:
+            raise RLEError(f"run {int(np.argmax(lengths > _MAX_CHARS_PER_COUNT))} overflows (too many characters)")
+        shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
+        values = np.add.reduceat((chars & 0x1F).astype(np.int64) << shift, starts)
+        negative = (chars[ends] & 0x10) != 0
+        values[negative] -= np.left_shift(1, 5 * lengths[negative])
     if values.size > 3:
-        runs[3::2] = values[1] + np.cumsum(values[3::2])
+        values[3::2] = values[1] + np.cumsum(values[3::2])
     if values.size > 4:
-        runs[4::2] = values[2] + np.cumsum(values[4::2])
-    return runs
+        values[4::2] = values[2] + np.cumsum(values[4::2])
+    return values
 
 
-def coco_rle(rle: Any) -> dict[str, Any]:
-    """A validated RLE in pycocotools' form {"size": [h, w], "counts": bytes}; RLEError if it is bad."""
-    rle_counts(rle)
+def coco_rle(rle: Any, validated: bool = False) -> dict[str, Any]:
+    """A validated RLE in pycocotools' form {"size": [h, w], "counts": bytes}; RLEError if it is bad.
+
+    `validated`: `rle_counts` already passed on this very object (e.g. when its line was read)."""
+    if not validated:
+        rle_counts(rle)
     h, w = rle_size(rle)
     counts = rle["counts"]
     if isinstance(counts, list):

@@ -52,14 +52,14 @@ def iter_records(path: Path, repair_tail: bool = False) -> Iterator[tuple[int, d
         yield number, record
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+def _iter_lines(path: Path, validate: bool = True) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(line number, byte offset, record) of every non-blank line, split on b"\n" only: a JSON string may
     hold U+2028 or U+0085, which str.splitlines would take for line ends."""
     with open(path, "rb") as handle:
         offset = 0
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
-                yield number, offset, parse_line(path, number, raw)
+                yield number, offset, parse_line(path, number, raw, validate)
             offset += len(raw)
 
 
@@ -103,8 +103,9 @@ def _cut_unterminated_tail(path: Path, chunk: int = 1 << 16) -> None:
 
 
 def index_predictions(path: Path, split: str | None = None) -> tuple[dict[str, tuple[int, int]], int]:
-    """((line number, byte offset) by sample_id, number of lines left out) for scoring `split`; the whole file
-    is validated, but only the offsets are kept, so memory does not grow with the records.
+    """((line number, byte offset) by sample_id, number of lines left out) for scoring `split`; every line is
+    parsed and checked, but only the offsets are kept, so memory does not grow with the records. RLE counts
+    are validated where they are read back (`read_line`), once, and only for the lines that are scored.
 
     If some lines carry `"split": split`, only those are used and the others are left out; otherwise
     every line is used (so a file written for ReasonSeg `test` also serves `test-short`/`test-long`).
@@ -115,7 +116,7 @@ def index_predictions(path: Path, split: str | None = None) -> tuple[dict[str, t
     in_split: dict[str, tuple[int, int]] = {}
     duplicates: dict[bool, tuple[int, str, int]] = {}  # first duplicate among every line / the split's lines
     total = 0
-    for number, offset, record in _iter_lines(path):
+    for number, offset, record in _iter_lines(path, validate=False):
         total += 1
         sid = record["sample_id"]
         for in_scope, seen in ((True, every), (record.get("split") == split, in_split)):
@@ -135,9 +136,10 @@ def index_predictions(path: Path, split: str | None = None) -> tuple[dict[str, t
 
 
 def read_line(handle: BinaryIO, path: Path, number: int, offset: int) -> dict[str, Any]:
-    """The record on line `number` at byte `offset` of an open predictions file (found by index_predictions)."""
+    """The record on line `number` at byte `offset` of an open predictions file (found by index_predictions),
+    its RLE validated."""
     handle.seek(offset)
-    return parse_line(path, number, handle.readline(), validate=False)
+    return parse_line(path, number, handle.readline())
 
 
 def read_predictions(path: Path, split: str | None = None) -> tuple[dict[str, dict[str, Any]], int]:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench.errors import BenchError, DataFormatError, UnknownSplitError
+from bench.errors import BenchError, UnknownSplitError
 from bench.loading import read_target_rle
-from bench.masks import RLEError, coco_rle, rle_size
+from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
 from bench.predictions import index_predictions, read_line, write_records
 from bench.provenance import git_commit, package_versions
@@ -95,10 +95,7 @@ def _scored(samples: list[Sample], index: dict[str, tuple[int, int]], handle: Bi
     for sample in samples:
         where = index.get(sample.sample_id)
         record = None if where is None else read_line(handle, path, *where)
-        try:
-            scored = _score_one(sample, record, evaluator.protocol)
-        except RLEError as exc:  # the file changed since it was indexed and validated
-            raise DataFormatError(f"{path}:{where[0]}: bad 'segmentation' RLE: {exc}") from None
+        scored = _score_one(sample, record, evaluator.protocol)
         evaluator.process(scored["sample_id"], scored["intersection"], scored["union"], scored["status"] != "ok")
         yield scored
 
@@ -116,6 +113,6 @@ def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol
         error = (f"mask size {rle_size(record['segmentation'])} differs from the image size "
                  f"{(sample.height, sample.width)}")
     else:
-        pred = coco_rle(record["segmentation"])
+        pred = coco_rle(record["segmentation"], validated=True)
     target, target_error = read_target_rle(sample, protocol.ignore_value)
     return score_rle_sample(sample.sample_id, sample.split, pred, target_error or error, target, protocol)

@@ -49,7 +49,7 @@ def test_a_bad_line_is_an_error_naming_the_file_and_line(tmp_path, name):
     path = tmp_path / "p.jsonl"
     write_lines(path, line("a"), bad)
     with pytest.raises(DataFormatError) as info:
-        index_predictions(path)
+        read_predictions(path)  # indexed, then each line read back and its RLE validated
     assert str(info.value).startswith(f"{path}:2: ") and reason in str(info.value)
 
 
