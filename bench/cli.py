@@ -154,7 +154,10 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
     if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1) or spec.workers < 0:
         raise BenchError("--batch-size and --limit must be positive, --workers at least 0")
     runner = Runner(spec, command=command)
-    results = runner.run()
+    try:
+        results = runner.run()
+    finally:
+        runner.proc.close()
     if runner.proc.is_main:
         for metrics in results.values():
             print_metrics(metrics)

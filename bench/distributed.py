@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,15 @@ class ProcessInfo:
 
         return broadcast_object_list([value], from_process=0)[0]
 
+    def close(self) -> None:
+        """Leave the process group, so that no collective thread of gloo/nccl outlives the interpreter (at
+        exit such a thread aborts the process: "terminate called without an active exception")."""
+        if self._state is not None:
+            import torch.distributed
+
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
     def shard(self, items: list) -> list:
         """Round-robin share of `items` for this rank: every item exactly once, no padding."""
         return items[self.rank :: self.world_size]
@@ -40,10 +51,23 @@ def init_processes(device: str) -> ProcessInfo:
     """Join the process group set up by torchrun/accelerate (gloo on CPU, nccl on CUDA); no-op alone."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return ProcessInfo()
+    _die_with_launcher()
     from accelerate import PartialState
 
     state = PartialState(cpu=device == "cpu")
     return ProcessInfo(rank=state.process_index, world_size=state.num_processes, _state=state)
+
+
+def _die_with_launcher() -> None:
+    """Have Linux kill this rank when its launcher dies, so no rank waits alone in a collective for minutes."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher was gone before the request: this rank is an orphan already
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def local_device(device: str) -> str:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 
 class BenchError(Exception):
-    """A problem with the user's input or environment; printed without a traceback."""
+    """A problem with the user's input or environment; printed without a traceback, exit code 2."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 class DataNotFoundError(BenchError):
     """A dataset file or directory is missing; names the path and the expected layout."""
-
-    exit_code = 2
 
     def __init__(self, path, layout: str = ""):
         self.path = path
@@ -25,13 +23,9 @@ class DataNotFoundError(BenchError):
 class DataFormatError(BenchError):
     """A dataset or predictions file is malformed; the message names the file (and line)."""
 
-    exit_code = 2
-
 
 class UnknownSplitError(BenchError):
     """A split the suite does not have; suggests the closest names."""
-
-    exit_code = 2
 
     def __init__(self, suite: str, unknown: list[str], splits: tuple[str, ...] | list[str]):
         import difflib

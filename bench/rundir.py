@@ -8,23 +8,29 @@ this module, so a run directory has one layout:
     metrics.json                    per-split metrics
     predictions.<suite>.jsonl       the same per suite, when one run covers several suites
     predictions[.<suite>].rank<k>.jsonl   a rank's own file under a launcher, merged and removed at the end
+    .lock                           locked by the run writing the directory; see RunLock
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.errors import DataFormatError
+from bench.errors import BenchError, DataFormatError
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+RUNS_ENV = "BENCH_RUNS"
 SCHEMA_VERSION = 2
 STATUSES = ("running", "complete", "failed")
 KINDS = ("leaderboard", "ablation", "diagnostic")
@@ -146,10 +152,66 @@ class RunDir:
         write_json(self.metrics(suite), metrics)
 
 
-def default_run_path(*name_parts: str, root: Path = Path("results") / "runs") -> Path:
-    """`<root>/<UTC time>_<parts joined by _>`, with unsafe characters replaced."""
+class RunLock:
+    """An exclusive lock on a run directory, held while one command writes it.
+
+    The lock is a POSIX record lock on `<run>/.lock`: the kernel frees it when its process dies, even by
+    SIGKILL, and forked children (data-loading workers that may outlive a killed run for a while) never hold
+    it. A lock file left by a killed run is stale and is taken over (`stale` then says whose it was)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.stale: str | None = None  # the holder a killed run left in the lock file, once acquired
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock at once or raise BenchError naming the process that holds it."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                holder = _read_fd(fd) or "another process"
+                os.close(fd)
+                raise BenchError(f"{self.path.parent} is being written by another run ({holder}); wait for it to "
+                                 "end or choose another --out") from None
+            try:  # the holder we waited for may have removed the file: lock the one at the path
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.stale = _read_fd(fd) or None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file and free the lock (removing first, so no one locks a file about to vanish)."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_fd(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+
+
+def runs_root() -> Path:
+    """Where runs go without --out: $BENCH_RUNS, else `runs/` in the working directory (git-ignored, so
+    ad-hoc runs never enter the committed results/)."""
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
+def default_run_path(*name_parts: str, root: Path | None = None) -> Path:
+    """`<root or runs_root()>/<UTC time>_<parts joined by _>`, with unsafe characters replaced."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return root / re.sub(r"[^A-Za-z0-9_.+-]", "_", "_".join([stamp, *name_parts]))
+    return (root or runs_root()) / re.sub(r"[^A-Za-z0-9_.+-]", "_", "_".join([stamp, *name_parts]))
 
 
 def now_iso() -> str:

@@ -8,6 +8,7 @@ each rank appends to its own predictions file; rank 0 merges them in sample orde
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
 from bench.predictions import PredictionWriter, iter_records, write_records
 from bench.provenance import git_commit, package_versions
-from bench.rundir import RunDir, RunRecord, default_run_path, now_iso
+from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample, Suite
 
 RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "data_root", "limit", "seed",
@@ -99,22 +100,49 @@ class Runner:
         self.timings = {"data_s": 0.0, "model_s": 0.0, "metric_s": 0.0, "samples": 0}
         self.run_warnings: list[str] = []
         self.rundir: RunDir | None = None
+        self._lock: RunLock | None = None  # rank 0's lock on the run directory while the run writes it
+        self._created_dir = False
 
     # ---- setup -------------------------------------------------------------------------------
     def _prepare_out_dir(self) -> RunDir:
+        """The run directory, created if needed and locked by rank 0; every rank stops if it is unusable."""
         out = Path(self.spec.out) if self.spec.out else default_run_path(self.spec.model, "-".join(self.spec.suites))
         rundir = RunDir(self.proc.broadcast(str(out)), suites=self.spec.suites)
         problem = None
         if self.proc.is_main:
             try:
-                self._check_out_dir(rundir)
-                rundir.path.mkdir(parents=True, exist_ok=True)
+                self._claim_out_dir(rundir)
             except BenchError as exc:
                 problem = str(exc)
         problem = self.proc.broadcast(problem)  # every rank stops, not only rank 0
         if problem:
             raise BenchError(problem)
         return rundir
+
+    def _claim_out_dir(self, rundir: RunDir) -> None:
+        """Create and lock the directory, then check it may be written: a new run or a resumable one."""
+        if self.spec.resume and not rundir.path.is_dir():
+            raise BenchError(f"--resume: {rundir.path} does not exist, so there is no run to finish "
+                             "(leave out --resume to start one)")
+        self._created_dir = not rundir.path.exists()
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(rundir.path).acquire()
+        if self._lock.stale:
+            print(f"note: {rundir.path}: took over the lock of a run that is gone ({self._lock.stale})",
+                  file=sys.stderr)
+        try:
+            self._check_out_dir(rundir)
+        except BenchError:
+            self._release_out_dir(rundir)
+            raise
+
+    def _release_out_dir(self, rundir: RunDir) -> None:
+        """Unlock; a directory this run created and left empty (its input was refused) is removed."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._created_dir and not any(rundir.path.iterdir()):
+            rundir.path.rmdir()
 
     def _check_out_dir(self, rundir: RunDir) -> None:
         if rundir.exists() and not self.spec.resume:
@@ -123,6 +151,9 @@ class Runner:
             self._check_resumable(rundir)
         elif self.spec.resume and any(rundir.path.glob("predictions*.jsonl")):
             raise BenchError(f"{rundir.path} has predictions but no run.json: cannot tell what it was run with")
+        elif self.spec.resume:
+            raise BenchError(f"--resume: {rundir.path} holds no run (no {rundir.run_file.name}); "
+                             "leave out --resume to start one")
 
     def _check_resumable(self, rundir: RunDir) -> None:
         previous = rundir.read().spec
@@ -169,6 +200,13 @@ class Runner:
     def run(self) -> dict[str, dict[str, Any]]:
         """Predict every pending sample, merge, score; returns metrics per suite (on rank 0)."""
         rundir = self.rundir = self._prepare_out_dir()
+        try:
+            return self._run(rundir)
+        finally:
+            if self.proc.is_main:
+                self._release_out_dir(rundir)
+
+    def _run(self, rundir: RunDir) -> dict[str, dict[str, Any]]:
         suites = self._load_suites()
         if self.spec.resume and rundir.exists():
             self._check_same_data(rundir, suites)
@@ -265,24 +303,27 @@ class Runner:
 
     # ---- merging and writing -----------------------------------------------------------------
     def _finished_keys(self, rundir: RunDir, suite: str) -> set[tuple[str, str]]:
-        """(split, sample_id) of every record already written by this or an earlier (killed) run."""
-        self.proc.barrier()  # rank 0 may repair a torn last line first
-        keys = set()
-        for path in rundir.prediction_files(suite):
-            for _, record in iter_records(path, repair_tail=self.proc.is_main):
-                keys.add((record.get("split"), record["sample_id"]))
-        self.proc.barrier()
-        return keys
+        """(split, sample_id) of every record already written by this or an earlier (killed) run.
+
+        Only rank 0 reads (cutting off a torn last line left by a kill) and sends the keys to the others, so
+        no rank ever reads a line that is being repaired."""
+        keys = None
+        if self.proc.is_main:
+            keys = {(record.get("split"), record["sample_id"]) for path in rundir.prediction_files(suite)
+                    for _, record in iter_records(path, repair_tail=True)}
+        return self.proc.broadcast(keys)
 
     def _merge(self, rundir: RunDir, suite: str, splits: dict[str, list[Sample]]) -> list[dict[str, Any]]:
-        """All ranks' records in sample order, written to the suite's predictions file; rank files removed."""
+        """All ranks' records in sample order, written atomically to the suite's predictions file; rank files
+        removed after. Crash-safe: a kill between the two leaves records in both the merged file and rank
+        files, identical, and the next merge keeps one of each."""
         files = rundir.prediction_files(suite)
         by_key: dict[tuple[str, str], dict[str, Any]] = {}
         for path in files:
             for number, record in iter_records(path):
                 key = (record.get("split"), record["sample_id"])
-                if key in by_key:
-                    raise BenchError(f"{path}:{number}: sample {key[1]!r} ({key[0]}) predicted twice")
+                if key in by_key and by_key[key] != record:
+                    raise BenchError(f"{path}:{number}: sample {key[1]!r} ({key[0]}) predicted twice, differently")
                 by_key[key] = record
         order = [(s.split, s.sample_id) for split in splits.values() for s in split]
         missing = [k for k in order if k not in by_key]

@@ -25,7 +25,6 @@ from bench.runner import Runner, RunSpec
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.filterwarnings("ignore:suite refcoco split")  # the tiny fixture is not the real size
 
 
 def _square(x: int, y: int, size: int) -> list[float]:
@@ -202,9 +201,9 @@ def test_bad_model_outputs_fail_their_samples(tmp_path, data_root, monkeypatch):
 def test_existing_run_needs_resume_and_same_config(tmp_path, data_root, capsys):
     _, out = _run(tmp_path, data_root, "--model", "empty", "--split", "val")
     code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val")
-    assert code == 1 and "--resume" in capsys.readouterr().err
+    assert code == 2 and "--resume" in capsys.readouterr().err
     code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--seed", "3", "--resume")
-    assert code == 1 and "seed" in capsys.readouterr().err
+    assert code == 2 and "seed" in capsys.readouterr().err
     code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--resume")
     assert code == 0  # a finished run resumes as a no-op with the same metrics
 
@@ -214,14 +213,14 @@ def test_resume_refuses_another_data_root_or_changed_data(tmp_path, data_root, c
     copy = tmp_path / "copy"
     shutil.copytree(data_root, copy)
     code, _ = _run(tmp_path, copy, "--model", "empty", "--split", "val", "--resume")
-    assert code == 1 and "data_root" in capsys.readouterr().err
+    assert code == 2 and "data_root" in capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())  # same root recorded, data changed underneath
     run["spec"]["data_root"] = str(copy)
     (out / "run.json").write_text(json.dumps(run))
     instances = copy / "refer_seg" / "refcoco" / "instances.json"
     instances.write_text(instances.read_text().replace('"height": 44', '"height": 45', 1))
     code, _ = _run(tmp_path, copy, "--model", "empty", "--split", "val", "--resume")
-    assert code == 1 and "dataset fingerprints" in capsys.readouterr().err
+    assert code == 2 and "dataset fingerprints" in capsys.readouterr().err
 
 
 SLOW_MODEL_SCRIPT = """
@@ -266,8 +265,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, data_root):
     total = len((tmp_path / "full" / "predictions.jsonl").read_text().splitlines())
     assert 4 <= n_before < total
 
+    assert (tmp_path / "killed" / ".lock").exists()  # the killed run's lock file stays, its lock does not
     resumed = _bench_subprocess(script, *common, "--out", str(tmp_path / "killed"), "--resume")
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
+    assert "took over the lock of a run that is gone" in resumed.stderr.read().decode()
+    assert not (tmp_path / "killed" / ".lock").exists()
     assert predictions.read_text() == (tmp_path / "full" / "predictions.jsonl").read_text()
     assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "full")
     assert json.loads((tmp_path / "killed" / "run.json").read_text())["resumed"] == 1
@@ -305,7 +307,7 @@ def test_replay_model_reproduces_a_runs_predictions(tmp_path, data_root):
 def test_missing_checkpoint_is_a_clear_error(tmp_path, data_root, capsys):
     code, _ = _run(tmp_path, data_root, "--model", "genmask", "--checkpoint", str(tmp_path / "no-such-checkpoint"))
     err = capsys.readouterr().err
-    assert code == 1 and "cannot build model 'genmask'" in err and "no-such-checkpoint" in err
+    assert code == 2 and "cannot build model 'genmask'" in err and "no-such-checkpoint" in err
 
 
 class RightHalfModel(SegModel):
@@ -361,13 +363,24 @@ def test_a_target_that_cannot_be_rasterised_fails_only_its_sample(tmp_path):
 
 
 def test_unknown_split_suggests_a_name_and_exits_2(tmp_path, data_root, capsys):
-    code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "tset")
+    code, out = _run(tmp_path, data_root, "--model", "empty", "--split", "tset")
     assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
+    assert not out.exists()  # refused input leaves no empty run directory behind
     predictions = tmp_path / "p.jsonl"
     predictions.write_text("")
     code = main(["score", "--suite", "refcoco", "--split", "tset", "--predictions", str(predictions),
                  "--data-root", str(data_root), "--out", str(tmp_path / "s")])
     assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
+
+
+def test_resume_needs_a_run_to_finish(tmp_path, data_root, capsys):
+    code, out = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--resume")
+    assert code == 2 and "does not exist, so there is no run to finish" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()
+    code, _ = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--resume")
+    assert code == 2 and "holds no run" in capsys.readouterr().err
+    assert out.is_dir() and not any(out.iterdir())  # the user's own directory stays, untouched
 
 
 def test_score_never_overwrites_a_run_without_overwrite(tmp_path, data_root, capsys):
@@ -377,7 +390,7 @@ def test_score_never_overwrites_a_run_without_overwrite(tmp_path, data_root, cap
     empty.write_text("")
     args = ["score", "--suite", "refcoco", "--split", "val", "--predictions", str(empty), "--data-root",
             str(data_root), "--out", str(out), "--bootstrap", "0"]
-    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert (out / "predictions.jsonl").read_bytes() == before
     assert main([*args, "--overwrite"]) == 0
     assert _metrics(out)["splits"]["val"]["n_failed"] == _metrics(out)["splits"]["val"]["n"]
