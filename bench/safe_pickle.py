@@ -1,4 +1,11 @@
-"""Read refer's refs(*.p) pickles without letting them run code: only plain containers and scalars load."""
+"""Read refer's refs(*.p) pickles without letting them run code or exhaust memory.
+
+Only plain containers and scalars load (no global is ever looked up). The pure-Python unpickler reads from
+memory, so a forged length or memo index allocates nothing; what it built is then measured as the decoded
+tree it stands for (shared references counted at every use), and refused beyond MAX_DEPTH levels,
+MAX_OBJECTS objects or MAX_TEXT characters: a few hundred bytes of references to references cannot expand
+into gigabytes.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,13 @@ from bench.errors import DataFormatError
 
 REQUIRED_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 REQUIRED_SENTENCE_KEYS = ("sent_id", "sent")
+MAX_DEPTH = 32  # refs nest 6 levels: list > ref > sentences > sentence > tokens > str
+MAX_OBJECTS = 1 << 25  # RefCOCOg's largest refs file holds about 5 million
+MAX_TEXT = 1 << 30  # characters of all strings, each use of a shared one counted
+CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
-class _RefusingUnpickler(pickle.Unpickler):
+class _RefusingUnpickler(pickle._Unpickler):
     """An unpickler that refuses every global, so no class can be built and no callable reached."""
 
     def __init__(self, file: io.BufferedIOBase, source: Path):
@@ -33,16 +44,46 @@ class _RefusingUnpickler(pickle.Unpickler):
 def load_refs_pickle(path: Path) -> list[dict[str, Any]]:
     """Load a refs(*.p) file as a list of ref dicts, refusing anything but plain data, and check its keys."""
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            data = _RefusingUnpickler(f, path).load()
-        except DataFormatError:
-            raise
-        except Exception as exc:  # truncated or garbage files raise many kinds of errors inside pickle
-            raise DataFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+    try:
+        data = _RefusingUnpickler(io.BytesIO(path.read_bytes()), path).load()
+    except DataFormatError:
+        raise
+    except Exception as exc:  # truncated or garbage files raise many kinds of errors inside pickle
+        raise DataFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+    _check_expansion(data, path)
     refs = _decode_bytes(data)
     _check_refs(refs, path)
     return refs
+
+
+def _check_expansion(data: Any, path: Path) -> None:
+    """Refuse data nested deeper than MAX_DEPTH, containing itself, or standing for a tree (every use of a
+    shared object counted) of more than MAX_OBJECTS objects or MAX_TEXT characters."""
+    sizes: dict[int, tuple[int, int]] = {}  # id of a container -> (objects, characters) of its tree
+    open_ids: set[int] = set()
+
+    def measure(value: Any, depth: int) -> tuple[int, int]:
+        if isinstance(value, (str, bytes)):
+            return 1, len(value)
+        if not isinstance(value, CONTAINERS):
+            return 1, 0
+        if id(value) in sizes:
+            return sizes[id(value)]
+        if depth >= MAX_DEPTH or id(value) in open_ids:
+            raise DataFormatError(f"{path}: refusing data nested deeper than {MAX_DEPTH} levels or containing itself")
+        open_ids.add(id(value))
+        objects, text = 1, 0
+        for child in (x for item in value.items() for x in item) if isinstance(value, dict) else value:
+            child_objects, child_text = measure(child, depth + 1)
+            objects, text = objects + child_objects, text + child_text
+            if objects > MAX_OBJECTS or text > MAX_TEXT:
+                raise DataFormatError(f"{path}: refusing data that expands beyond {MAX_OBJECTS} objects or "
+                                      f"{MAX_TEXT} characters (references shared many times over)")
+        open_ids.discard(id(value))
+        sizes[id(value)] = objects, text
+        return objects, text
+
+    measure(data, 0)
 
 
 def _decode_bytes(value: Any) -> Any:

@@ -101,3 +101,42 @@ def test_structure_errors_name_the_entry(tmp_path):
         load_refs_pickle(write_pickle(tmp_path / "b.p", [bad_sentence]))
     with pytest.raises(DataFormatError, match="expected a list"):
         load_refs_pickle(write_pickle(tmp_path / "c.p", {"refs": []}))
+
+
+def test_shared_references_that_expand_to_gigabytes_are_refused(tmp_path):
+    bomb = ["x" * 64]
+    for _ in range(30):  # each level refers twice to the one below: 2**30 leaves once expanded
+        bomb = [bomb, bomb]
+    path = write_pickle(tmp_path / "refs(unc).p", bomb)
+    assert path.stat().st_size < 1000
+    with pytest.raises(DataFormatError, match=r"refs\(unc\)\.p: refusing data that expands beyond"):
+        load_refs_pickle(path)
+
+
+def test_deep_nesting_and_self_reference_are_refused(tmp_path):
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    cycle: list = []
+    cycle.append(cycle)
+    for name, data in (("deep.p", deep), ("cycle.p", cycle)):
+        with pytest.raises(DataFormatError, match=f"{name}: refusing data nested deeper .* or containing itself"):
+            load_refs_pickle(write_pickle(tmp_path / name, data))
+
+
+def test_a_forged_memo_index_or_length_allocates_nothing(tmp_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    huge_memo = b"\x80\x02]r\xf0\xff\xff\xff."  # LONG_BINPUT 4294967280: an array memo would take 32 GiB
+    huge_bytes = b"\x80\x02B\xff\xff\xff\x7fabc."  # BINBYTES of 2 GiB with 3 bytes present
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, hard))  # far below either allocation
+    try:
+        path = tmp_path / "memo.p"
+        path.write_bytes(huge_memo)
+        assert load_refs_pickle(path) == []  # the memo is a dict: one entry, whatever its number
+        path.write_bytes(huge_bytes)
+        with pytest.raises(DataFormatError, match="not a readable pickle"):
+            load_refs_pickle(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
