@@ -78,6 +78,7 @@ class EncoderConfig:
     image_min_pixels: int = 256 * 28 * 28  # image processor's resize bounds
     image_max_pixels: int = 1280 * 28 * 28
     freeze: bool = False  # keep the encoder's weights fixed while training (projection still trains)
+    prompt_suffix: str = ""  # appended to every instruction (a VLM foundation's answer word: " ans")
 
 
 @dataclass
@@ -86,10 +87,19 @@ class TrainConfig:
 
     seed: int = 0
     threads: int = 2
-    # data (bench.synth scenes)
-    train_samples: int = 20000
+    # where the weights start: "scratch" (random) or "foundation" (encoder from vlm_dir, DiT from dit_dir if set)
+    init: str = "scratch"
+    vlm_dir: str = ""  # a VLM foundation (`bench train --model genmask-vlm`, its OUT/final)
+    dit_dir: str = ""  # a text-to-image DiT foundation (a diffusers WanTransformer3DModel directory); "" = random
+    # data: "synth" (bench.synth scenes) or a registered suite's train split read from data_root
+    data: str = "synth"
+    data_root: str = ""
+    train_samples: int = 20000  # synth: scenes (grouped) or samples (one per scene); a suite: at most this many
+    group_size: int = 1  # expressions of the same image per batch group, different targets first; 1 = none
+    task_weights: dict[str, float] = field(default_factory=lambda: {"referring": 1.0, "reasoning": 1.0})
     val_samples: int = 256
     caption_samples: int = 10000
+    captions: str = "synth"  # text-to-image data: "synth" or a COCO captions file (captions_*.json)
     # dit stage
     steps: int = 8000
     batch_size: int = 32
@@ -99,7 +109,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
     ema_decay: float = 0.0  # EMA of the trained weights, used to validate and save (both stages); 0 = off
-    seg_fraction: float = 0.5  # share of segmentation samples per batch; 1.0 = segmentation only
+    seg_fraction: float = 0.5  # share of segmentation samples per batch; 1 = segmentation only, 0 = t2i only
     seg_sampler: str = "genmask_tail"
     seg_sampler_params: dict[str, float] = field(default_factory=lambda: {"a": 0.05})
     gen_sampler: str = "logit_normal"
@@ -122,7 +132,9 @@ class GenMaskConfig:
 
     preset: str = "paper"
     image_size: int = 512  # square resolution the image and mask are resized to
-    shortcut: bool = True  # VAE shortcut: clean image latent as an extra frame at timestep 0
+    # VAE shortcut: "frame" (the clean image latent as an extra frame at per-token timestep 0), "channel"
+    # (concatenated with the noise along channels: transformer.in_channels = 2 x latent channels) or "none"
+    shortcut: str = "frame"
     timestep_scale: float = 1000.0  # the DiT sees t * scale (Wan was trained on 0..1000)
     inference_shift: float = 1.0  # shift of the Euler schedule (1 = none)
     mask_threshold: float = 0.0  # decoded channel mean in [-1, 1] above this is foreground
@@ -137,6 +149,8 @@ class GenMaskConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> GenMaskConfig:
         """Rebuild from `to_dict` output; unknown keys are errors naming `source` and the key."""
+        if isinstance(data.get("shortcut"), bool):  # configs written before the shortcut had modes
+            data = {**data, "shortcut": "frame" if data["shortcut"] else "none"}
         config = cls()
         apply_nested(config, data, source)
         return config
@@ -283,8 +297,11 @@ def apply_overrides(config: GenMaskConfig, overrides: list[str]) -> GenMaskConfi
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
-        key, text = item.split("=", 1)
-        set_key(config, key.strip(), _parse_value(text.strip()), source=f"override {item!r}")
+        key, text = (part.strip() for part in item.split("=", 1))
+        value = _parse_value(text)
+        if isinstance(_lookup(config, key, f"override {item!r}"), str) and not isinstance(value, str):
+            value = text  # a string setting takes the text as written: shortcut=none is "none", not None
+        set_key(config, key, value, source=f"override {item!r}")
     return config
 
 

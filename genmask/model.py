@@ -5,9 +5,11 @@ AutoencoderKLWan), `instruction_encoder` (transformers Qwen2_5_VLModel), `text_p
 the encoder's hidden size to the DiT's text dim) and `processor` (tokenizer + image processor).
 
 Conventions: flow matching x_t = (1 - t) x0 + t eps, the DiT predicts v = eps - x0, t = 1 is pure noise and
-reaches the DiT as t * timestep_scale. With the VAE shortcut on, the clean image latent is frame 0 of a
-2-frame latent video whose tokens get timestep 0 (per-token timesteps, as Wan 2.2 TI2V; the installed
-diffusers accepts timestep of shape (batch, seq_len)); the mask latent is frame 1. Latents are normalised
+reaches the DiT as t * timestep_scale. The VAE shortcut (`config.shortcut`): "frame" makes the clean image
+latent frame 0 of a 2-frame latent video whose tokens get timestep 0 (per-token timesteps, as Wan 2.2 TI2V;
+the installed diffusers accepts timestep of shape (batch, seq_len)), the mask latent being frame 1;
+"channel" concatenates it with the noisy mask latent along channels (the patch embedding takes twice the
+latent channels, as Wan's image-to-video model does); "none" leaves it out. Latents are normalised
 with the VAE's `latents_mean` / `latents_std`. A mask is rendered as a 3-channel image in [-1, 1]
 (white = foreground); a prediction is the decoded channel mean > `mask_threshold` (0: the midpoint).
 
@@ -40,6 +42,7 @@ from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor,
 from genmask.sampling import euler_sample, shared_noise
 
 CONFIG_FILE = "config.json"
+SHORTCUT_MODES = ("frame", "channel", "none")
 PROJECTION_FILE = "text_projection/model.safetensors"
 
 
@@ -116,6 +119,7 @@ class GenMask(nn.Module):
                 vision["spatial_merge_size"], vision["temporal_patch_size"],
                 config.encoder.image_min_pixels, config.encoder.image_max_pixels,
             )
+        check_shortcut(config)
         with torch.device(device):
             transformer = WanTransformer3DModel(**vars(config.transformer) | {"patch_size": tuple(config.transformer.patch_size)})
             vae_kwargs = {k: v for k, v in vars(config.vae).items() if v is not None}
@@ -180,6 +184,38 @@ class GenMask(nn.Module):
         projection = nn.Linear(encoder.config.text_config.hidden_size, transformer.config.text_dim, dtype=dtype)
         return cls(config, transformer, vae, encoder, projection, load_processor(qwen_dir)).to(device)
 
+    @classmethod
+    def from_foundations(cls, config: GenMaskConfig, vlm_dir: str | Path, dit_dir: str | Path | None = None) -> GenMask:
+        """GenMask adapting pretrained parts, as the paper does: the instruction encoder and its processor from a
+        VLM foundation (`genmask.vlm`); the DiT from a text-to-image foundation if `dit_dir` (a diffusers Wan
+        transformer directory, or a GenMask text-to-image run, whose projection is then kept too), else random;
+        in "channel" shortcut mode its patch embedding is widened with zero weights for the image channels. The
+        config's encoder and transformer sections are rewritten from the loaded parts."""
+        from genmask.vlm import load_foundation_encoder
+
+        encoder, processor, suffix = load_foundation_encoder(vlm_dir)
+        config.encoder.text = {k: v for k, v in encoder.config.text_config.to_dict().items() if k in config.encoder.text}
+        config.encoder.vision = {k: v for k, v in encoder.config.vision_config.to_dict().items()
+                                 if k in config.encoder.vision}
+        config.encoder.processor, config.encoder.prompt_suffix = "word_level", suffix
+        pixels = processor.image_processor.size
+        config.encoder.image_min_pixels, config.encoder.image_max_pixels = pixels["shortest_edge"], pixels["longest_edge"]
+        model = cls.from_config(config, vocabulary=[])  # placeholder processor and encoder, replaced below
+        model.instruction_encoder, model.processor = encoder, processor
+        model.text_projection = nn.Linear(encoder.config.text_config.hidden_size, config.transformer.text_dim)
+        if dit_dir:
+            dit_dir = Path(dit_dir)
+            if (dit_dir / CONFIG_FILE).exists():  # a GenMask text-to-image run: its projection comes along
+                model.text_projection.load_state_dict(load_file(dit_dir / PROJECTION_FILE))
+                dit_dir = dit_dir / "transformer"
+            transformer = WanTransformer3DModel.from_pretrained(dit_dir, use_safetensors=True)
+            model.transformer = widen_patch_embedding(transformer, config.transformer.in_channels)
+            for key in vars(config.transformer):
+                if key in transformer.config:
+                    value = transformer.config[key]
+                    setattr(config.transformer, key, list(value) if isinstance(value, tuple) else value)
+        return model
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json and one safetensors subfolder per component (processor beside the encoder)."""
         directory = Path(directory)
@@ -226,7 +262,8 @@ class GenMask(nn.Module):
         """Encoder hidden states projected to the DiT's text dim, padding rows zeroed: (B, max_tokens, text_dim)."""
         if self.processor is None:
             raise RuntimeError("this GenMask has no processor: load the encoder with its processor files")
-        inputs = self.processor(images, texts, self.config.encoder.max_tokens)
+        suffix = self.config.encoder.prompt_suffix
+        inputs = self.processor(images, [text + suffix for text in texts], self.config.encoder.max_tokens)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.text_projection.weight.dtype)
@@ -254,11 +291,13 @@ class GenMask(nn.Module):
 
     def velocity(self, noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                  shortcut: torch.Tensor | None) -> torch.Tensor:
-        """DiT velocity for the mask frame. noisy, shortcut: (B, C, 1, h, w); t: (B,) noise levels in [0, 1]."""
+        """DiT velocity for the mask latent. noisy, shortcut: (B, C, 1, h, w); t: (B,) noise levels in [0, 1]."""
         dtype = self.transformer.dtype
         scaled = (t * self.config.timestep_scale).to(self.device, torch.float32)
         if shortcut is None:
             hidden, timestep = noisy, scaled
+        elif self.config.shortcut == "channel":
+            hidden, timestep = torch.cat([shortcut, noisy], dim=1), scaled
         else:
             hidden = torch.cat([shortcut, noisy], dim=2)
             p_t, p_h, p_w = self.transformer.config.patch_size
@@ -292,7 +331,7 @@ class GenMask(nn.Module):
         with self.timed("instruction_encoding"):
             context = self.encode_instructions(resized, texts)
         shortcut = None
-        if self.config.shortcut:
+        if self.config.shortcut != "none":
             with self.timed("vae_encoding"):
                 shortcut = self.encode_pixels(images_to_tensor(resized))
         with self.timed("dit"):
@@ -305,6 +344,44 @@ class GenMask(nn.Module):
             score = F.interpolate(score[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
             masks.append((score > self.config.mask_threshold).cpu().numpy())
         return masks
+
+
+@torch.no_grad()
+def generate_images(model: GenMask, captions: list[str], steps: int = 25, seed: int = 0) -> list[np.ndarray]:
+    """Text-to-image with the DiT: uint8 HxWx3 images at the model's size. The encoder reads the caption alone
+    and the shortcut input is the zero latent, as in joint training's text-to-image samples."""
+    context = model.encode_instructions([None] * len(captions), captions)
+    shortcut = None
+    if model.config.shortcut != "none":
+        shortcut = torch.zeros((len(captions), *model.latent_shape()), device=model.device)
+    pixels = model.decode_latents(model.sample(context, shortcut, steps, seed))[:, :, 0]
+    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return list(array.cpu().numpy())
+
+
+def check_shortcut(config: GenMaskConfig) -> None:
+    """A known shortcut mode, and the DiT's input channels set to fit it (twice the latent's for "channel")."""
+    if config.shortcut not in SHORTCUT_MODES:
+        raise ValueError(f"unknown shortcut mode {config.shortcut!r}; known: {', '.join(SHORTCUT_MODES)}")
+    config.transformer.in_channels = config.vae.z_dim * (2 if config.shortcut == "channel" else 1)
+
+
+def widen_patch_embedding(transformer: WanTransformer3DModel, in_channels: int) -> WanTransformer3DModel:
+    """Let a DiT trained on `C` input channels take `in_channels` >= C: the extra channels come first (the
+    shortcut image latent) with zero weights, so at the start the DiT computes exactly what it was trained to."""
+    old = transformer.patch_embedding
+    if old.in_channels == in_channels:
+        return transformer
+    if in_channels < old.in_channels:
+        raise ValueError(f"cannot narrow the patch embedding from {old.in_channels} to {in_channels} channels")
+    new = nn.Conv3d(in_channels, old.out_channels, old.kernel_size, old.stride, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, in_channels - old.in_channels:] = old.weight
+        new.bias.copy_(old.bias)
+    transformer.patch_embedding = new.to(old.weight.device)
+    transformer.register_to_config(in_channels=in_channels)
+    return transformer
 
 
 def parameter_counts(model: GenMask) -> dict[str, int]:

@@ -41,6 +41,14 @@ from bench.training.schedule import LRSchedule
 from bench.training.seeding import step_generator
 from bench.training.validation import ciou, sample_scores, validation_metrics
 from genmask.config import GenMaskConfig, apply_overrides, load_override_file, preset
+from genmask.data import (
+    GroupedSegData,
+    coco_captions,
+    draw_items,
+    encode_batched,
+    load_grouped_data,
+    suite_groups,
+)
 from genmask.model import GenMask, images_to_tensor, masks_to_tensor
 from genmask.timesteps import sample_timesteps
 
@@ -76,33 +84,34 @@ def synth_captions(seed: int, count: int, image_size: int) -> tuple[np.ndarray, 
     return np.stack([image for image, _ in pairs]), [text for _, text in pairs]
 
 
-@torch.no_grad()
-def encode_batched(model: GenMask, pixels: torch.Tensor, batch: int = 64, label: str = "encoding") -> np.ndarray:
-    """Normalised VAE latents of (N, 3, 1, H, W) pixels, as float16."""
-    parts = [model.encode_pixels(pixels[i : i + batch]).half().cpu() for i in tqdm(range(0, len(pixels), batch), desc=label)]
-    return torch.cat(parts).numpy()
+def validation_data(config: GenMaskConfig) -> SegData | None:
+    """Held-out samples, one per image: fresh synth scenes, or the first `val_samples` of the suite's val split
+    (None, with a note, when the suite has none)."""
+    train = config.train
+    if train.data == "synth":
+        return synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
+    from bench.suites import SUITES
+
+    suite = SUITES.get(train.data)(data_root=train.data_root or None)
+    if "val" not in suite.splits:
+        print(f"note: {train.data} has no val split; training runs without validation")
+        return None
+    val = suite_groups(train.data, train.data_root, config.image_size, train.val_samples, split="val")
+    return SegData(val.images[[item.image for item in val.items]], val.masks[[item.mask for item in val.items]],
+                   [item.text for item in val.items], [item.kind for item in val.items],
+                   [item.rule for item in val.items])
 
 
-def load_seg_data(model: GenMask, seed: int, count: int) -> SegData:
-    """Synthetic segmentation samples with their cached image and mask latents."""
-    data = synth_segmentation(seed, count, model.config.image_size)
-
-    def build() -> dict[str, np.ndarray]:
-        return {"image_latents": encode_batched(model, images_to_tensor(list(data.images)), label="image latents"),
-                "mask_latents": encode_batched(model, masks_to_tensor(list(data.masks)), label="mask latents")}
-
-    arrays = cached_arrays(["image_latents", "mask_latents"],
-                           {"kind": "seg", "seed": seed, "count": count, "size": model.config.image_size}, build,
-                           modules=[model.vae])
-    data.image_latents, data.mask_latents = arrays["image_latents"], arrays["mask_latents"]
-    return data
-
-
-def load_caption_data(model: GenMask, seed: int, count: int) -> tuple[list[str], np.ndarray]:
-    """Captions and the cached latents of their images (text-to-image samples)."""
-    images, texts = synth_captions(seed, count, model.config.image_size)
+def load_caption_data(model: GenMask) -> tuple[list[str], np.ndarray]:
+    """Captions (`train.captions`: "synth" or a COCO captions file) and the cached latents of their images."""
+    train, size = model.config.train, model.config.image_size
+    if train.captions == "synth":
+        images, texts = synth_captions(train.seed, train.caption_samples, size)
+    else:
+        images, texts = coco_captions(train.captions, size, train.caption_samples)
     arrays = cached_arrays(
-        ["latents"], {"kind": "captions", "seed": seed, "count": count, "size": model.config.image_size},
+        ["latents"], {"kind": "captions", "source": train.captions, "seed": train.seed,
+                      "count": train.caption_samples, "size": size},
         lambda: {"latents": encode_batched(model, images_to_tensor(list(images)), label="caption latents")},
         modules=[model.vae],
     )
@@ -122,8 +131,10 @@ def predict_masks(model: GenMask, images: np.ndarray, texts: list[str], steps: i
     return np.stack(masks)
 
 
-def evaluate(model: GenMask, data: SegData, steps: int, seed: int = 0, batch: int = 64) -> dict:
+def evaluate(model: GenMask, data: SegData | None, steps: int, seed: int = 0, batch: int = 64) -> dict:
     """Validation cIoU/gIoU of `steps`-step predictions, overall, per kind and per rule (`validation_metrics`)."""
+    if data is None:
+        return {}
     predicted = predict_masks(model, data.images, data.texts, steps, seed, batch)
     return validation_metrics(predicted, data.masks, data.kinds, data.rules)
 
@@ -237,20 +248,26 @@ class FlowMatchingLoss(nn.Module):
         return F.mse_loss(velocity, noise - x0)
 
 
-def make_batch(model: GenMask, seg: SegData, captions: tuple[list[str], np.ndarray] | None, step: int,
-               rank: int = 0, world_size: int = 1) -> dict:
-    """One process's training batch, all randomness from (seed, step, rank): segmentation samples first, then
-    text-to-image. `train.batch_size` is per process."""
+def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[str], np.ndarray] | None,
+               step: int, rank: int = 0, world_size: int = 1) -> dict:
+    """One process's training batch, all randomness from (seed, step, rank): segmentation samples first (in
+    groups of instructions on the same image, `genmask.data.draw_items`), then text-to-image (whose shortcut is
+    the zero latent). `train.batch_size` is per process; `train.seg_fraction=0` pretrains text-to-image alone."""
     train = model.config.train
     generator = step_generator(train.seed, step, rank, world_size)
     n_seg = train.batch_size if captions is None else round(train.batch_size * train.seg_fraction)
     n_gen = train.batch_size - n_seg
-    seg_index = torch.randint(len(seg.texts), (n_seg,), generator=generator).numpy()
-    images: list[np.ndarray | None] = list(seg.images[seg_index])
-    texts = [seg.texts[i] for i in seg_index]
-    x0 = [torch.from_numpy(seg.mask_latents[seg_index]).float()]
-    shortcut = [torch.from_numpy(seg.image_latents[seg_index]).float()]
-    t = [sample_timesteps(train.seg_sampler, n_seg, generator, **train.seg_sampler_params)]
+    images: list[np.ndarray | None] = []
+    texts: list[str] = []
+    x0, shortcut, t = [], [], []
+    if n_seg:
+        items = [seg.items[i] for i in draw_items(seg, n_seg, train, generator)]
+        image_index = np.array([item.image for item in items], dtype=np.int64)
+        images += list(seg.images[image_index])
+        texts += [item.text for item in items]
+        x0.append(torch.from_numpy(seg.mask_latents[[item.mask for item in items]]).float())
+        shortcut.append(torch.from_numpy(seg.image_latents[image_index]).float())
+        t.append(sample_timesteps(train.seg_sampler, n_seg, generator, **train.seg_sampler_params))
     if n_gen:
         gen_texts, gen_latents = captions
         gen_index = torch.randint(len(gen_texts), (n_gen,), generator=generator).numpy()
@@ -261,19 +278,30 @@ def make_batch(model: GenMask, seg: SegData, captions: tuple[list[str], np.ndarr
         t.append(sample_timesteps(train.gen_sampler, n_gen, generator, **train.gen_sampler_params))
     x0_all = torch.cat(x0)
     return {"images": images, "texts": texts, "x0": x0_all, "t": torch.cat(t),
-            "shortcut": torch.cat(shortcut) if model.config.shortcut else None,
+            "shortcut": torch.cat(shortcut) if model.config.shortcut != "none" else None,
             "noise": torch.randn(x0_all.shape, generator=generator)}
+
+
+def build_model(config: GenMaskConfig) -> GenMask:
+    """The model to train: random weights (`train.init=scratch`) or adapted foundations (`foundation`)."""
+    from bench.synth import vocabulary
+
+    if config.train.init == "scratch":
+        return GenMask.from_config(config, vocabulary=list(vocabulary()))  # the processor ships in the checkpoint
+    if config.train.init != "foundation":
+        raise ValueError(f"train.init must be 'scratch' or 'foundation', not {config.train.init!r}")
+    if not config.train.vlm_dir:
+        raise ValueError("train.init=foundation needs train.vlm_dir (a `bench train --model genmask-vlm` OUT/final)")
+    return GenMask.from_foundations(config, config.train.vlm_dir, config.train.dit_dir or None)
 
 
 def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
     """Flow-matching training of the DiT, the instruction encoder (unless frozen) and the projection."""
-    from bench.synth import vocabulary
-
     train = config.train
     if not train.vae_dir:
         raise ValueError("the dit stage needs a trained VAE: set train.vae_dir=DIR (the vae stage's OUT/vae)")
     torch.manual_seed(train.seed)
-    model = GenMask.from_config(config, vocabulary=list(vocabulary()))  # the processor ships in the checkpoint
+    model = build_model(config)
     model.vae = AutoencoderKLWan.from_pretrained(train.vae_dir, use_safetensors=True).eval().requires_grad_(False)
     model.sync_vae_statistics()
     if config.encoder.freeze:
@@ -281,9 +309,9 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     accelerator = make_accelerator()
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # the main process fills the latent cache, the others read it
-        seg = load_seg_data(model, train.seed, train.train_samples)
-        captions = load_caption_data(model, train.seed, train.caption_samples) if train.seg_fraction < 1 else None
-    val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size) if main else None
+        seg = load_grouped_data(model) if train.seg_fraction > 0 else None
+        captions = load_caption_data(model) if train.seg_fraction < 1 else None
+    val = validation_data(config) if main and train.seg_fraction > 0 else None  # t2i alone: see genmask.generate
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
     schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from genmask.model import GenMask, images_to_tensor, masks_to_tensor, parameter_counts
+from genmask.model import GenMask, images_to_tensor, masks_to_tensor, parameter_counts, widen_patch_embedding
 from genmask.train import FlowMatchingLoss
 
 WORDS = "the red blue green circle square triangle on left right of".split()
@@ -52,25 +52,49 @@ def record_transformer_calls(model: GenMask) -> tuple[list[dict], torch.utils.ho
     return calls, model.transformer.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-@pytest.mark.parametrize("shortcut", [True, False])
-def test_shortcut_frame_gets_timestep_zero(model: GenMask, shortcut: bool) -> None:
-    model.config.shortcut = shortcut
+@pytest.mark.parametrize("mode", ["frame", "channel", "none"])
+def test_shortcut_modes_reach_the_dit_as_documented(mode: str) -> None:
+    torch.manual_seed(0)
+    model = GenMask.from_preset("micro", overrides=[f"shortcut={mode}"], vocabulary=WORDS).eval()
     calls, handle = record_transformer_calls(model)
     try:
         masks = model.predict(images(2), TEXTS[:2])
     finally:
         handle.remove()
-        model.config.shortcut = True
     assert len(calls) == 1 and len(masks) == 2
-    timestep = calls[0]["timestep"]
-    if shortcut:
-        assert calls[0]["hidden"][2] == 2  # frames: clean image latent, then the mask latent
+    hidden, timestep = calls[0]["hidden"], calls[0]["timestep"]
+    z = model.config.vae.z_dim
+    if mode == "frame":
+        assert hidden[1:3] == (z, 2)  # frames: clean image latent, then the mask latent
         assert timestep.shape == (2, 2 * 16)  # (batch, seq_len): 16 tokens per 8x8 frame with patch 2
         assert torch.all(timestep[:, :16] == 0) and torch.all(timestep[:, 16:] == 1000)
     else:
-        assert calls[0]["hidden"][2] == 1
+        assert hidden[1:3] == ((2 * z, 1) if mode == "channel" else (z, 1))
         assert timestep.shape == (2,) and torch.all(timestep == 1000)
+    assert model.transformer.config.in_channels == hidden[1]
     assert set(model.timings) >= {"instruction_encoding", "dit", "vae_decoding"}
+
+
+def test_unknown_shortcut_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown shortcut mode 'frames'"):
+        GenMask.from_preset("micro", overrides=["shortcut=frames"], vocabulary=WORDS)
+
+
+def test_widened_patch_embedding_ignores_the_new_channels_at_first() -> None:
+    torch.manual_seed(0)
+    model = GenMask.from_preset("micro", overrides=["shortcut=none"], vocabulary=WORDS).eval()
+    latent = torch.randn(2, 4, 1, 8, 8)
+    context = torch.randn(2, model.config.encoder.max_tokens, model.config.transformer.text_dim)
+    t = torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        before = model.velocity(latent, t, context, None)
+        widen_patch_embedding(model.transformer, 8)
+        model.config.shortcut = "channel"
+        after = model.velocity(latent, t, context, torch.randn(2, 4, 1, 8, 8))
+    assert model.transformer.patch_embedding.in_channels == 8
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen_patch_embedding(model.transformer, 4)
 
 
 @pytest.mark.parametrize("steps", [1, 4])

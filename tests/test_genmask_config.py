@@ -19,10 +19,10 @@ def test_presets_have_the_documented_sizes() -> None:
 
 
 def test_dotted_overrides_parse_literals() -> None:
-    config = apply_overrides(preset("tiny"), ["transformer.num_layers=3", "train.lr=3e-4", "shortcut=false",
+    config = apply_overrides(preset("tiny"), ["transformer.num_layers=3", "train.lr=3e-4", "shortcut=none",
                                               "train.seg_sampler_params={'a': 0.1}", "encoder.text.hidden_size=64",
                                               "train.vae_dir=/tmp/some dir"])
-    assert config.transformer.num_layers == 3 and config.train.lr == 3e-4 and config.shortcut is False
+    assert config.transformer.num_layers == 3 and config.train.lr == 3e-4 and config.shortcut == "none"
     assert config.train.seg_sampler_params == {"a": 0.1} and config.encoder.text["hidden_size"] == 64
     assert config.train.vae_dir == "/tmp/some dir"
     assert apply_overrides(preset("tiny"), ["train.lr=1"]).train.lr == 1.0  # int accepted for a float
@@ -33,7 +33,7 @@ def test_dotted_overrides_parse_literals() -> None:
     [("transformer.num_layer=3", "unknown config key 'transformer.num_layer'"),
      ("bogus=1", "unknown config key 'bogus'"),
      ("train.steps=many", "train.steps expects int"),
-     ("shortcut=1", "shortcut expects bool"),
+     ("encoder.freeze=1", "encoder.freeze expects bool"),
      ("image_size.width=3", "is a value, not a section"),
      ("no_equals_sign", "is not key=value")],
 )

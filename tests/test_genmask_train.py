@@ -58,14 +58,15 @@ def test_resumed_run_matches_an_uninterrupted_one(vae_dir: str, tmp_path, ema_de
 
 
 def test_batches_mix_segmentation_and_generation(vae_dir: str) -> None:
+    from genmask.data import GroupedSegData, SegItem
     from genmask.model import GenMask
-    from genmask.train import SegData
 
     model = GenMask.from_preset("micro", vocabulary=["red"])
     model.config.train.batch_size, model.config.train.seg_fraction = 4, 0.5
     latents = torch.zeros(3, 4, 1, 8, 8).numpy()
-    seg = SegData(images=torch.zeros(3, 32, 32, 3, dtype=torch.uint8).numpy(), masks=None, texts=["red"] * 3,
-                  kinds=["referring"] * 3, image_latents=latents + 1, mask_latents=latents + 2)
+    seg = GroupedSegData(images=torch.zeros(3, 32, 32, 3, dtype=torch.uint8).numpy(), masks=None,
+                         items=[SegItem(i, i, "red", "referring") for i in range(3)],
+                         image_latents=latents + 1, mask_latents=latents + 2)
     batch = make_batch(model, seg, (["a red circle"] * 2, latents + 3), step=5)
     assert batch["images"][2:] == [None, None] and batch["texts"][2:] == ["a red circle"] * 2
     assert torch.all(batch["x0"][:2] == 2) and torch.all(batch["x0"][2:] == 3)
@@ -119,3 +120,40 @@ def test_two_process_torchrun_trains_both_stages(tmp_path) -> None:
     log = [json.loads(line) for line in (tmp_path / "dit" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val_1step" in r] == [2]  # evaluated once, by rank 0 only
     assert (tmp_path / "dit" / "final" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("shortcut", ["frame", "channel"])
+def test_dit_stage_adapts_a_vlm_foundation_in_groups(vae_dir: str, tmp_path, shortcut: str) -> None:
+    from genmask.vlm import VLMTrainer
+
+    assert VLMTrainer.main(["--preset", "micro", "--out", str(tmp_path / "vlm"), "train.steps=1"]) == 0
+    assert dit(tmp_path / "dit", vae_dir, "train.init=foundation", f"train.vlm_dir={tmp_path / 'vlm' / 'final'}",
+               "train.group_size=2", f"shortcut={shortcut}") == 0
+    config = json.loads((tmp_path / "dit" / "final" / "config.json").read_text())
+    assert config["encoder"]["prompt_suffix"] == " ans" and config["shortcut"] == shortcut
+    assert config["transformer"]["in_channels"] == (8 if shortcut == "channel" else 4)
+
+
+def test_text_to_image_foundation_renders_and_is_adapted(vae_dir: str, tmp_path) -> None:
+    from safetensors.torch import load_file as load
+
+    from genmask.generate import main as generate
+    from genmask.vlm import VLMTrainer
+
+    assert VLMTrainer.main(["--preset", "micro", "--out", str(tmp_path / "vlm"), "train.steps=1"]) == 0
+    vlm = f"train.vlm_dir={tmp_path / 'vlm' / 'final'}"
+    assert dit(tmp_path / "t2i", vae_dir, "train.init=foundation", vlm, "train.seg_fraction=0.0", "shortcut=none",
+               "encoder.freeze=true") == 0
+    t2i = tmp_path / "t2i" / "final"
+    assert generate(["a red circle", "--model", str(t2i), "--out", str(tmp_path / "gen"), "--steps", "2",
+                     "--evaluate", "3"]) == 0
+    assert (tmp_path / "gen" / "caption_0.png").exists()
+    quality = json.loads((tmp_path / "gen" / "generation.json").read_text())
+    assert quality["generated"]["n"] == 3 and 0.0 <= quality["generated"]["colour_match"] <= 1.0
+    assert dit(tmp_path / "seg", vae_dir, "train.init=foundation", vlm, f"train.dit_dir={t2i}", "shortcut=channel",
+               "train.steps=1", "train.lr=0.0") == 0
+    before = load(t2i / "transformer" / "diffusion_pytorch_model.safetensors")
+    after = load(tmp_path / "seg" / "final" / "transformer" / "diffusion_pytorch_model.safetensors")
+    torch.testing.assert_close(after["blocks.0.attn1.to_q.weight"], before["blocks.0.attn1.to_q.weight"])
+    assert after["patch_embedding.weight"].shape[1] == 2 * before["patch_embedding.weight"].shape[1]
+    torch.testing.assert_close(after["patch_embedding.weight"][:, 4:], before["patch_embedding.weight"])

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.synth.dialogues import Dialogue, pick_dialogue, scene_dialogues
 from bench.synth.language import _pick, caption, pick_balanced, reasoning_queries, referring_expressions
 from bench.synth.scenes import generate_scene
 
 TRAIN_STREAM = 1_000  # the suites use streams < 100 (see bench.synth.build)
 CAPTION_STREAM = 1_001
+DIALOGUE_STREAM = 1_002
 
 
 def _stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -55,9 +57,39 @@ def iter_training_samples(seed: int, task: str = "both", image_size: int = 64) -
             yield TrainSample(scene.image, text, scene.objects[target].mask, kind, rule)
 
 
+@dataclass
+class TrainScene:
+    """A fresh scene with every instruction that picks one of its objects: (kind, rule, text, target index)."""
+
+    image: np.ndarray  # uint8 HxWx3
+    masks: list[np.ndarray]  # bool HxW per object
+    options: list[tuple[str, str, str, int]]
+
+
+def iter_training_scenes(seed: int, image_size: int = 64) -> Iterator[TrainScene]:
+    """Infinite deterministic stream of scenes with all their verified referring expressions ("referring") and
+    reasoning queries, short and long ("reasoning"): the scenes of `iter_training_samples`, every text kept."""
+    for index in itertools.count():
+        rng = _stream_rng(seed, TRAIN_STREAM, index)
+        scene = generate_scene(rng, image_size)
+        options = [("referring", e.kind, e.text, e.target) for e in referring_expressions(scene, rng)]
+        for query in reasoning_queries(scene, rng):
+            options += [("reasoning", query.kind, text, query.target) for text in (query.short, query.long)]
+        if options:
+            yield TrainScene(scene.image, [obj.mask for obj in scene.objects], options)
+
+
 def iter_captions(seed: int, image_size: int = 64) -> Iterator[tuple[np.ndarray, str]]:
     """Infinite deterministic stream of (image, caption) pairs for joint text-to-image training."""
     for index in itertools.count():
         rng = _stream_rng(seed, CAPTION_STREAM, index)
         scene = generate_scene(rng, image_size)
         yield scene.image, caption(scene, rng)
+
+
+def dialogue_sample(seed: int, index: int, weights: dict[str, float],
+                    image_size: int = 64) -> tuple[np.ndarray, Dialogue]:
+    """Item `index` of the dialogue stream: a fresh scene and one question about it, its kind drawn by `weights`."""
+    rng = _stream_rng(seed, DIALOGUE_STREAM, index)
+    scene = generate_scene(rng, image_size)
+    return scene.image, pick_dialogue(scene_dialogues(scene, rng), rng, weights)
