@@ -14,6 +14,9 @@ from bench.errors import SampleError
 from bench.registry import Registry
 
 IGNORE = 255  # target value of pixels that leave the metric (ReasonSeg "ignore" shapes)
+MAX_IMAGE_PIXELS = 8192 * 8192  # larger than any RefCOCO or ReasonSeg image; a bigger declared size fails its sample
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -30,29 +33,52 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
     # the foreground as a pycocotools RLE, for suites whose ground truth is RLE or polygons (bench score)
     load_target_rle: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    image_error: str | None = None  # why the annotation's image reference is refused (e.g. a path leaving the root)
+
+    def check_size(self) -> None:
+        """Refuse a size that is not positive or exceeds MAX_IMAGE_PIXELS, before anything is allocated for it."""
+        if self.height <= 0 or self.width <= 0 or self.height * self.width > MAX_IMAGE_PIXELS:
+            raise SampleError(f"image size {self.width}x{self.height} is not positive or exceeds the limit of "
+                              f"{MAX_IMAGE_PIXELS} pixels")
 
     def target(self) -> np.ndarray:
         """Ground truth as uint8 HxW: 0 background, 1 foreground, IGNORE (255) ignored."""
+        self.check_size()
         target = self.load_target()
         if target.shape != (self.height, self.width):
             raise SampleError(f"{self.sample_id}: target shape {target.shape} != image size {(self.height, self.width)}")
         return target
 
     def load_image(self) -> np.ndarray:
-        """The RGB image as uint8 HxWx3; raises SampleError if it is missing or corrupt."""
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        """The RGB image as uint8 HxWx3; raises SampleError if it is refused, missing, corrupt, or if its header
+        gives another size than the annotation's or one over MAX_IMAGE_PIXELS (checked before decoding)."""
+        from PIL import Image, ImageOps
 
+        if self.image_error:
+            raise SampleError(self.image_error)
         try:
-            with Image.open(self.image_path) as img:
-                # EXIF orientation applied, as cv2.imread (LISA) and LabelMe (the annotations) do
-                array = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            with warnings.catch_warnings():  # PIL's bomb warning: the size is checked here, against a lower limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(self.image_path) as img:
+                    height, width = oriented_size(img)
+                    if (height, width) != (self.height, self.width):
+                        raise SampleError(f"image {self.image_path} is {width}x{height}, annotation says "
+                                          f"{self.width}x{self.height}")
+                    self.check_size()
+                    # EXIF orientation applied, as cv2.imread (LISA) and LabelMe (the annotations) do
+                    return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise SampleError(f"cannot read image {self.image_path}: {exc}") from exc
-        if array.shape[:2] != (self.height, self.width):
-            raise SampleError(
-                f"image {self.image_path} is {array.shape[1]}x{array.shape[0]}, annotation says {self.width}x{self.height}"
-            )
-        return array
+
+
+def oriented_size(image: Any) -> tuple[int, int]:
+    """(height, width) of an opened PIL image once its EXIF orientation is applied. An image over
+    MAX_IMAGE_PIXELS (refused anyway) is not oriented: finding a PNG's EXIF can mean decoding it."""
+    if image.width * image.height <= MAX_IMAGE_PIXELS and (
+        image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS
+    ):
+        return image.width, image.height
+    return image.height, image.width
 
 
 class Suite:
@@ -65,7 +91,7 @@ class Suite:
     def __init__(self, data_root: Path | None = None, **options: Any):
         self.data_root = Path(data_root) if data_root is not None else None
         self.options = options
-        self.warnings: list[str] = []  # e.g. split-count mismatches; recorded in run.json
+        self.warnings: list[str] = []  # e.g. split-count mismatches; printed and recorded in run.json
 
     def samples(self, split: str) -> list[Sample]:
         if split not in self.splits:
@@ -84,8 +110,9 @@ class Suite:
         return {}
 
     def warn(self, message: str) -> None:
+        """Record an expected condition (e.g. a split-count mismatch): commands print it as a plain line and
+        keep it in run.json, never as a Python warning with a source line."""
         self.warnings.append(message)
-        warnings.warn(message, stacklevel=2)
 
 
 SUITES: Registry[type[Suite]] = Registry("suite")

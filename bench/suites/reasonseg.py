@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
-from bench.suites.base import IGNORE, SUITES, Sample, Suite
+from bench.suites.base import IGNORE, SUITES, Sample, Suite, oriented_size
 from bench.suites.refer import expected_layout, hash_files, resolve_data_root
 
 REASONSEG_LAYOUT = """\
@@ -186,17 +187,23 @@ def _find_image(directory: Path, stem: str) -> Path:
 
 
 def _image_size(image_path: Path) -> tuple[int, int]:
-    """(height, width) from the image header; (0, 0) when the image is missing (load_image reports it)."""
+    """(height, width) from the image header; (0, 0) when the image is missing, unreadable or a decompression
+    bomb (the sample then fails, and load_image says why)."""
     try:
-        with Image.open(image_path) as image:
-            return image.height, image.width
-    except OSError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(image_path) as image:
+                return oriented_size(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
         return 0, 0
 
 
 def _read_annotation(path: Path) -> _Annotation:
     """Parse one ReasonSeg JSON file (UTF-8, else cp1252); DataFormatError naming the file and line."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # e.g. a symbolic link loop
+        raise DataFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

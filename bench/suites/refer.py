@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
-from bench.masks import segmentation_to_mask, segmentation_to_rle
+from bench.masks import segmentation_to_rle
 from bench.safe_pickle import load_refs_pickle
 from bench.suites.base import SUITES, Sample, Suite
 from bench.suites.writers import instances_path, refs_path
@@ -52,9 +53,12 @@ def hash_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:  # e.g. a symbolic link loop
+            raise DataFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
 
@@ -203,9 +207,11 @@ def _read_instances(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 ({exc})") from exc
     if not isinstance(instances, dict) or any(
-        not isinstance(instances.get(k), list) for k in ("images", "annotations")
+        not isinstance(instances.get(k), list) or not all(isinstance(x, dict) and "id" in x for x in instances[k])
+        for k in ("images", "annotations")
     ):
-        raise DataFormatError(f"{path}: expected a COCO object with lists 'images' and 'annotations'")
+        raise DataFormatError(f"{path}: expected a COCO object with lists 'images' and 'annotations' of "
+                              "objects with an 'id'")
     return instances
 
 
@@ -216,6 +222,13 @@ def _lookup(files: _ReferFiles, ref: dict[str, Any]) -> tuple[dict[str, Any], di
     if image is None or annotation is None:
         missing = f"image {ref['image_id']}" if image is None else f"annotation {ref['ann_id']}"
         raise DataFormatError(f"{files.instances_file}: has no {missing} (needed by ref {ref['ref_id']})")
+    if not all(isinstance(image.get(key), int) for key in ("height", "width")) or not isinstance(
+        image.get("file_name"), str
+    ):
+        raise DataFormatError(f"{files.instances_file}: image {ref['image_id']} needs integer 'height' and "
+                              "'width' and a string 'file_name'")
+    if "segmentation" not in annotation:
+        raise DataFormatError(f"{files.instances_file}: annotation {ref['ann_id']} has no 'segmentation'")
     return image, annotation
 
 
@@ -228,25 +241,28 @@ def _make_sample(
     ref: dict[str, Any],
     text: str,
 ) -> Sample:
-    """One sentence of one ref; the target is decoded only when asked for."""
-    height, width = int(image["height"]), int(image["width"])
+    """One sentence of one ref; the target is decoded only when asked for (after Sample checks the size)."""
+    height, width = image["height"], image["width"]
     segmentation = annotation["segmentation"]
 
     def load_target() -> np.ndarray:
-        return segmentation_to_mask(segmentation, height, width).astype(np.uint8)
+        return mask_utils.decode(segmentation_rle(segmentation, height, width)).astype(np.uint8)
 
     def load_target_rle() -> dict[str, Any]:
-        return segmentation_to_rle(segmentation, height, width)
+        return segmentation_rle(segmentation, height, width)
 
+    file_name = image["file_name"]
     return Sample(
         sample_id=sample_id,
         split=split,
-        image_path=image_dir / image["file_name"],
+        image_path=image_dir / file_name,
         text=text,
         height=height,
         width=width,
         load_target=load_target,
         load_target_rle=load_target_rle,
+        image_error=None if _stays_inside(file_name) else
+        f"file_name {file_name!r} of image {image['id']} leaves the image directory: refused",
         meta={
             "ref_id": ref["ref_id"],
             "ann_id": ref["ann_id"],
@@ -255,6 +271,20 @@ def _make_sample(
             "iscrowd": int(annotation.get("iscrowd", 0)),
         },
     )
+
+
+def _stays_inside(file_name: str) -> bool:
+    """True for a relative path without '..' (a file_name must name a file below the image directory)."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    return bool(file_name) and not path.is_absolute() and ".." not in path.parts
+
+
+def segmentation_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """A COCO segmentation as one pycocotools RLE: polygons, an RLE (compressed or not), or a list of RLEs (as
+    LISA's refer code accepts), parts merged with OR; an RLE of another size fails before it is decoded."""
+    if isinstance(segmentation, list) and segmentation and all(isinstance(part, dict) for part in segmentation):
+        return mask_utils.merge([segmentation_to_rle(part, height, width) for part in segmentation])
+    return segmentation_to_rle(segmentation, height, width)
 
 
 @SUITES.register("refcoco")
