@@ -1,7 +1,15 @@
-"""GenMask training: `vae` stage (the tiny VAE on images + masks) and `dit` stage (flow matching on cached latents).
+"""GenMask training: `vae` stage (the tiny VAE on images + masks), `t2i` stage (the text-to-image foundation)
+and `dit` stage (segmentation, optionally joint with text-to-image), all flow matching on cached latents.
 
     python -m bench train --model genmask --preset tiny --stage vae --out DIR/vae-run
-    python -m bench train --model genmask --preset tiny --stage dit --out DIR/dit-run train.vae_dir=DIR/vae-run/vae
+    python -m bench train --model genmask-vlm --preset tiny --out DIR/vlm-run        (genmask.vlm)
+    python -m bench train --model genmask --preset tiny --stage t2i --out DIR/t2i-run \
+        train.vae_dir=DIR/vae-run/vae train.init=foundation train.vlm_dir=DIR/vlm-run/final
+    python -m bench train --model genmask --preset tiny --stage dit --out DIR/dit-run train.vae_dir=DIR/vae-run/vae \
+        train.init=foundation train.vlm_dir=DIR/vlm-run/final train.dit_dir=DIR/t2i-run/final
+
+The t2i stage is the dit stage with `T2I_STAGE` settings first (captions only, no shortcut, the encoder frozen
+so that it stays the VLM foundation); `train.init=scratch` trains every part from random weights instead.
 
 What is generic comes from the harness's toolkit (`bench.training`): seeded (seed, step, rank) batches, the
 warm-up + cosine schedule (kept by a resumed run; `--new-schedule` to change it), optional EMA weights
@@ -373,24 +381,29 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
 
 
 # -------------------------------------------------------------------------------------------- CLI
+T2I_STAGE = ["train.seg_fraction=0.0", "shortcut=none", "encoder.freeze=true"]
+
+
 def resolve_config(args: argparse.Namespace) -> GenMaskConfig:
-    config = preset(args.preset)
+    """The preset, then the t2i stage's settings, then the override file, then `key=value` overrides."""
+    config = apply_overrides(preset(args.preset), T2I_STAGE if args.stage == "t2i" else [])
     if args.config:
         load_override_file(config, args.config)
     return apply_overrides(config, args.overrides)
 
 
 class GenMaskTrainer(Trainer):
-    """`bench train --model genmask`: the vae stage, then the dit stage on the trained VAE."""
+    """`bench train --model genmask`: the vae stage, the t2i foundation, then the dit stage on the trained VAE."""
 
     name = "genmask"
-    description = "Train GenMask (vae or dit stage)."
+    description = "Train GenMask (vae, t2i or dit stage)."
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--preset", default="tiny", help="named preset: tiny, paper, micro (default tiny)")
         parser.add_argument("--config", help="JSON or TOML file of (nested) config overrides")
-        parser.add_argument("--stage", choices=["vae", "dit"], default="dit")
+        parser.add_argument("--stage", choices=["vae", "t2i", "dit"], default="dit",
+                            help="vae, t2i (text-to-image foundation) or dit (segmentation; default)")
         parser.add_argument("overrides", nargs="*", help="key=value config overrides, dotted for nested keys")
 
     @classmethod

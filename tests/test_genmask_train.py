@@ -142,8 +142,11 @@ def test_text_to_image_foundation_renders_and_is_adapted(vae_dir: str, tmp_path)
 
     assert VLMTrainer.main(["--preset", "micro", "--out", str(tmp_path / "vlm"), "train.steps=1"]) == 0
     vlm = f"train.vlm_dir={tmp_path / 'vlm' / 'final'}"
-    assert dit(tmp_path / "t2i", vae_dir, "train.init=foundation", vlm, "train.seg_fraction=0.0", "shortcut=none",
-               "encoder.freeze=true") == 0
+    assert GenMaskTrainer.main(["--preset", "micro", "--stage", "t2i", "--out", str(tmp_path / "t2i"),
+                                f"train.vae_dir={vae_dir}", "train.steps=2", "train.batch_size=4",
+                                "train.init=foundation", vlm]) == 0
+    config = json.loads((tmp_path / "t2i" / "final" / "config.json").read_text())
+    assert (config["shortcut"], config["train"]["seg_fraction"], config["encoder"]["freeze"]) == ("none", 0.0, True)
     t2i = tmp_path / "t2i" / "final"
     assert generate(["a red circle", "--model", str(t2i), "--out", str(tmp_path / "gen"), "--steps", "2",
                      "--evaluate", "3"]) == 0
