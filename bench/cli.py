@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path of the user's that cannot be read or written (the message names it)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyError as exc:  # unknown registry names carry a "did you mean" message
         from bench.registry import UnknownNameError
 

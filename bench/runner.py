@@ -175,7 +175,9 @@ class Runner:
     def _load_suites(self) -> list[tuple[Suite, dict[str, list[Sample]]]]:
         loaded = []
         for name in self.spec.suites:
-            suite = SUITES.get(name)(data_root=self.spec.data_root, **self.spec.suite_args)
+            suite_cls = SUITES.get(name)
+            generated = {"progress": self.spec.progress} if suite_cls.synthetic else {}  # data made on first use
+            suite = suite_cls(data_root=self.spec.data_root, **self.spec.suite_args, **generated)
             splits = self.spec.splits or [s for s in suite.splits if s != "train"]
             unknown = [s for s in splits if s not in suite.splits]
             if unknown:

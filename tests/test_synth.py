@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -359,7 +360,8 @@ def test_synthref_reads_back_through_the_refer_loader(built):
     suite = SynthRefSuite(cache_dir=built.parent, config=SMALL)
     instances = json.loads((built / "refer_seg" / "synthref" / "instances.json").read_text())
     segmentations = [a["segmentation"] for a in instances["annotations"]]
-    assert any(isinstance(s, dict) for s in segmentations) and any(isinstance(s, list) for s in segmentations)
+    # polygons, as the real files store referred objects (LISA's REFER.getMask fails on a bare RLE dict)
+    assert all(isinstance(s, list) and all(isinstance(p, list) and len(p) >= 6 for p in s) for s in segmentations)
     categories = {c["id"]: c["name"] for c in instances["categories"]}
     image_ids = {}
     for split in ("train", "val", "testA", "testB"):
@@ -464,3 +466,66 @@ def test_cache_dir_defaults_to_the_environment(tmp_path, monkeypatch):
     assert build.default_cache_dir() == tmp_path
     monkeypatch.delenv(build.CACHE_ENV)
     assert build.default_cache_dir().name == "synth"
+
+
+KILLED_GENERATION = """
+import os, sys
+from pathlib import Path
+from bench.synth import build
+
+def killed_half_way(out_dir, config, progress):
+    Path(out_dir, "half-written").write_text("x")
+    os.kill(os.getpid(), 9)
+
+build.build_synth = killed_half_way
+build.ensure_synth(Path(sys.argv[1]), build.SynthConfig(**eval(sys.argv[2])), progress=False)
+"""
+
+
+def test_a_killed_generation_leaves_nothing_the_next_one_does_not_remove(tmp_path):
+    import subprocess
+    import sys
+
+    tiny = SynthConfig(refer_images={"train": 1, "val": 1, "testA": 1, "testB": 1},
+                       reason_images={"train": 1, "val": 1, "test": 1})
+    repo = Path(__file__).resolve().parent.parent
+    args = [sys.executable, "-c", KILLED_GENERATION, str(tmp_path), repr({"refer_images": tiny.refer_images,
+                                                                         "reason_images": tiny.reason_images})]
+    killed = subprocess.run(args, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True)
+    assert killed.returncode == -9
+    assert any(p.name.startswith(".") for p in tmp_path.iterdir())  # the killed generation's staging folder
+    target = ensure_synth(tmp_path, tiny, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_live_generation_is_left_alone(tmp_path):
+    import fcntl
+
+    staging = tmp_path / ".0123456789abcdef-live"
+    staging.mkdir()
+    lock = staging.with_name(staging.name + build.STAGING_LOCK_SUFFIX)
+    with open(lock, "w") as handle:  # a POSIX lock counts for another process only: hold it in a child
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        pid = os.fork()
+        if pid == 0:
+            build.remove_stale_staging(tmp_path)
+            os._exit(0 if staging.is_dir() and lock.exists() else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    build.remove_stale_staging(tmp_path)  # the holder closed the file: the lock is gone, so is the folder
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_progress_reaches_the_generation(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+    from bench.errors import BenchError
+    from bench.synth import suites
+
+    calls = []
+
+    def record(cache_dir, config, progress=True):
+        calls.append(progress)
+        raise BenchError("stop here")
+
+    monkeypatch.setattr(suites, "ensure_synth", record)
+    assert main(["run", "--suite", "synthref", "--model", "empty", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert calls == [False] and "stop here" in capsys.readouterr().err

@@ -6,8 +6,9 @@ Layout under the output directory:
     reason_seg/SynthReason/{train,val,test}/image_N.png + image_N.json
 
 synthref (refer format): each image carries `refs_per_image` refs, each with 1-3 sentences; instances.json
-annotates every object of the image (category = shape), as polygons except every RLE_EVERY-th annotation,
-which is RLE, so both decoding paths run. Split rule, mirroring RefCOCO's people (testA) vs objects
+annotates every object of the image (category = shape) with its polygon, as the real RefCOCO files store
+referred objects (LISA's refer code reads RLE only as a list of dicts; the loader reads every variant, which
+the tests cover). Split rule, mirroring RefCOCO's people (testA) vs objects
 (testB): testA refs target curved shapes (circle, ellipse), testB refs target shapes with corners;
 train and val refs target anything.
 
@@ -23,10 +24,12 @@ streams of bench.synth.language, so the same config gives byte-identical files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -37,7 +40,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from bench.masks import encode_rle
 from bench.suites import writers
 from bench.suites.reasonseg import paint_target
 from bench.suites.writers import coco_image_name, make_ref, write_reasonseg_sample, write_refer_dataset
@@ -48,6 +50,8 @@ from bench.synth.scenes import CURVED_SHAPES, SHAPES, Scene, generate_scene, pla
 GENERATOR_VERSION = "1"
 CACHE_ENV = "BENCH_SYNTH_CACHE"
 FINGERPRINT_CHARS = 16
+STAGING_NAME = re.compile(r"^\.[0-9a-f]{16}-")  # .<fingerprint>-<random>: a generation in progress
+STAGING_LOCK_SUFFIX = ".lock"
 MAX_IMAGE_SIZE = 128  # synthetic suites are for tiny models
 REFER_DATASET = "synthref"
 REFER_SPLIT_BY = "unc"
@@ -55,7 +59,6 @@ REFER_SPLITS = ("train", "val", "testA", "testB")
 REASON_DIRECTORY = "SynthReason"
 REASON_SPLITS = ("train", "val", "test")
 REFER_STREAM, REASON_STREAM = 0, 1  # bench.synth.language's training streams are >= 1000
-RLE_EVERY = 5
 SENTENCE_COUNTS, SENTENCE_COUNT_P = (1, 2, 3), (0.4, 0.35, 0.25)
 OCCLUDER_P, FLAG_P = 0.3, 0.1
 OCCLUDER_COLOUR = (128, 128, 128)  # grey: never an object colour, darker than every background
@@ -160,15 +163,14 @@ def synthref_item(config: SynthConfig, split: str, index: int) -> ReferItem:
 
 
 def _annotation(ann_id: int, image_id: int, obj: scenes.SceneObject) -> dict[str, Any]:
-    """COCO annotation of one object: polygon segmentation, or RLE for every RLE_EVERY-th id."""
+    """COCO annotation of one object: its polygon, which decodes to exactly its mask (scenes.rasterise)."""
     ys, xs = np.nonzero(obj.mask)
     x0, y0 = int(xs.min()), int(ys.min())
-    segmentation = encode_rle(obj.mask) if ann_id % RLE_EVERY == 0 else [obj.flat_polygon()]
     return {
         "id": ann_id,
         "image_id": image_id,
         "category_id": list(SHAPES).index(obj.shape) + 1,
-        "segmentation": segmentation,
+        "segmentation": [obj.flat_polygon()],
         "area": float(obj.area),
         "bbox": [float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)],
         "iscrowd": 0,
@@ -365,15 +367,21 @@ def default_cache_dir() -> Path:
 def ensure_synth(
     cache_dir: Path | None = None, config: SynthConfig = SynthConfig(), progress: bool = True
 ) -> Path:
-    """<cache>/<fingerprint>, generated first if missing. Generation goes to a temporary sibling that is
-    renamed into place atomically; a process that loses the race (e.g. under torchrun) drops its copy."""
+    """<cache>/<fingerprint>, generated first if missing. Generation goes to a hidden staging sibling that is
+    renamed into place atomically; a process that loses the race (e.g. under torchrun) drops its copy. The
+    staging folder's lock file stays locked while its process lives, so the staging folders of killed
+    generations are recognised and removed by the next one."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache_dir / fingerprint(config)
     if target.is_dir():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
+    remove_stale_staging(cache_dir)
+    fd, lock_name = tempfile.mkstemp(prefix=f".{target.name}-", suffix=STAGING_LOCK_SUFFIX, dir=cache_dir)
+    fcntl.lockf(fd, fcntl.LOCK_EX)  # before the folder exists, so no one takes a live folder for stale
+    staging = Path(lock_name.removesuffix(STAGING_LOCK_SUFFIX))
     try:
+        staging.mkdir()
         build_synth(staging, config, progress)
         os.rename(staging, target)
     except OSError:
@@ -382,4 +390,34 @@ def ensure_synth(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        os.unlink(lock_name)
+        os.close(fd)
     return target
+
+
+def remove_stale_staging(cache_dir: Path) -> None:
+    """Delete the staging folders (and lock files) of generations whose process is gone."""
+    for path in sorted(cache_dir.iterdir()):
+        if not STAGING_NAME.match(path.name.removesuffix(STAGING_LOCK_SUFFIX)):
+            continue
+        lock = path.with_name(path.name.removesuffix(STAGING_LOCK_SUFFIX) + STAGING_LOCK_SUFFIX)
+        if lock.exists() and _locked_by_a_live_process(lock):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+
+
+def _locked_by_a_live_process(lock: Path) -> bool:
+    """True while the process that created `lock` lives (the kernel drops its POSIX lock when it dies)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

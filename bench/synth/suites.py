@@ -1,7 +1,8 @@
 """The synthetic suites synthref and synthreason: the real refer / ReasonSeg loaders reading the synth cache.
 
-Both ignore any data root; options: cache_dir (default: bench.synth.build.default_cache_dir()) and, for
-programmatic use, config (a SynthConfig). The data are generated on first use (see ensure_synth).
+Both ignore any data root; options: cache_dir (default: bench.synth.build.default_cache_dir()), progress
+(a progress bar while the data are generated; the runner passes --no-progress on) and, for programmatic use,
+config (a SynthConfig). The data are generated on first use (see ensure_synth).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.synth.build import (
     refer_expected_counts,
 )
 
-SYNTH_OPTIONS = ("cache_dir", "config")
+SYNTH_OPTIONS = ("cache_dir", "config", "progress")
 
 
 class SynthCache:
@@ -39,13 +40,14 @@ class SynthCache:
             raise TypeError(f"option config must be a SynthConfig, not {type(config).__name__}")
         self.synth_config = config
         self.cache_dir = Path(options["cache_dir"]) if options.get("cache_dir") is not None else None
+        self.progress = bool(options.get("progress", True))
         self._synth_root: Path | None = None
         return {k: v for k, v in options.items() if k not in SYNTH_OPTIONS}
 
     def synth_root(self) -> Path:
         """The generated data directory, built on first use."""
         if self._synth_root is None:
-            self._synth_root = ensure_synth(self.cache_dir, self.synth_config)
+            self._synth_root = ensure_synth(self.cache_dir, self.synth_config, self.progress)
         return self._synth_root
 
     def synth_protocol(self) -> dict[str, Any]:
