@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.masks import RleTarget, encode_rle, json_rle, rle_area, rle_intersection_area, rle_size
 
-_BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000  # bounds the memory of the resampling index matrix (about 32 MB)
+_BOOTSTRAP_CHUNK_ELEMENTS = 1_000_000  # bounds the resampling index matrix and its gathers (8 MB each) for any n
 
 
 @dataclass(frozen=True)

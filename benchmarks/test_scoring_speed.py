@@ -1,38 +1,93 @@
-"""Scoring throughput: decoding RLE predictions and counting I/U, against a bare-numpy reference in the
-same run (pytest-benchmark groups them; read the ratio, not the absolute times). Baseline for the
-planned RLE-space scoring."""
+"""`bench score` against the naive reference (decode every RLE to a dense array, numpy AND/OR), both measured
+in the same run on the same COCO-sized (480x640) refer-format set: per sample in process, and end to end as
+processes (start-up, suite loading, bootstrap CIs and writing included)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from conftest import run_measured
+from pycocotools import mask as mask_utils
 
-from bench.masks import decode_rle, encode_rle
-from bench.metrics import Protocol, intersection_union
+from bench.loading import read_target_rle
+from bench.masks import coco_rle, rle_size
+from bench.metrics import Protocol, rle_intersection_union
+from bench.suites import SUITES
 
-N, H, W = 64, 480, 640
+END_TO_END_SAMPLES = 6000
+PER_SAMPLE = 500
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
-def masks():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:H, 0:W]
-    preds, targets = [], []
-    for _ in range(N):
-        cy, cx, r = rng.integers(100, 380), rng.integers(100, 540), rng.integers(30, 90)
-        preds.append((yy - cy) ** 2 + (xx - cx) ** 2 < r**2)
-        targets.append(((yy - cy - 5) ** 2 + (xx - cx) ** 2 < r**2).astype(np.uint8))
-    return [encode_rle(p) for p in preds], preds, targets
+def scored_inputs(coco_sets):
+    """(samples, their prediction RLEs as read from the file) of the first PER_SAMPLE samples."""
+    data_root, predictions = coco_sets(END_TO_END_SAMPLES)
+    samples = SUITES.get("refcoco")(data_root=data_root).samples("val")[:PER_SAMPLE]
+    by_id = {r["sample_id"]: r["segmentation"] for r in map(json.loads, predictions.open())}
+    return samples, [by_id[s.sample_id] for s in samples]
 
 
-@pytest.mark.benchmark(group="score a split")
-def test_harness_rle_to_iou(benchmark, masks):
-    rles, _, targets = masks
+def _naive_dense(segmentation, height, width) -> np.ndarray:
+    if isinstance(segmentation, list):
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))).astype(bool)
+    return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()}).astype(bool)
+
+
+@pytest.mark.benchmark(group="score one sample (480x640)")
+def test_harness_scores_in_rle_space(benchmark, scored_inputs):
+    samples, rles = scored_inputs
     protocol = Protocol()
-    benchmark(lambda: [intersection_union(decode_rle(r), t, protocol) for r, t in zip(rles, targets)])
+
+    def score():
+        out = []
+        for sample, rle in zip(samples, rles):
+            assert rle_size(rle) == (sample.height, sample.width)
+            target, _ = read_target_rle(sample, protocol.ignore_value)
+            out.append(rle_intersection_union(coco_rle(rle), target))
+        return out
+
+    benchmark.extra_info.update(samples=len(samples), role="measured", reference="naive per sample")
+    benchmark.pedantic(score, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
-@pytest.mark.benchmark(group="score a split")
-def test_reference_numpy_iou_on_decoded_masks(benchmark, masks):
-    _, preds, targets = masks
-    benchmark(lambda: [(np.count_nonzero(p & (t > 0)), np.count_nonzero(p | (t > 0))) for p, t in zip(preds, targets)])
+@pytest.mark.benchmark(group="score one sample (480x640)")
+def test_naive_reference_decodes_everything(benchmark, scored_inputs):
+    samples, rles = scored_inputs
+
+    def score():
+        out = []
+        for sample, rle in zip(samples, rles):
+            gt = sample.target() != 0
+            pred = _naive_dense(rle, sample.height, sample.width)
+            out.append((int(np.count_nonzero(pred & gt)), int(np.count_nonzero(pred | gt))))
+        return out
+
+    benchmark.extra_info.update(samples=len(samples), role="reference", name="naive per sample")
+    benchmark.pedantic(score, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="bench score end to end (6,000 samples, 480x640)")
+def test_bench_score_end_to_end(benchmark, coco_sets, tmp_path):
+    data_root, predictions = coco_sets(END_TO_END_SAMPLES)
+    args = ["-m", "bench", "score", "--suite", "refcoco", "--split", "val", "--predictions", str(predictions),
+            "--data-root", str(data_root), "--out", str(tmp_path / "run"), "--overwrite"]
+    measured = benchmark.pedantic(lambda: run_measured(args), rounds=ROUNDS, iterations=1)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["splits"]["val"]
+    naive = json.loads(run_measured(["benchmarks/naive_score.py", str(data_root), str(predictions)]).stdout)
+    assert metrics["ciou"] == pytest.approx(naive["ciou"], abs=1e-12)  # the same numbers as the reference
+    assert metrics["giou"] == pytest.approx(naive["giou"], abs=1e-12)
+    benchmark.extra_info.update(samples=END_TO_END_SAMPLES, role="measured", reference="naive end to end",
+                                peak_mib=measured.peak_mib)
+
+
+@pytest.mark.benchmark(group="bench score end to end (6,000 samples, 480x640)")
+def test_naive_reference_end_to_end(benchmark, coco_sets):
+    data_root, predictions = coco_sets(END_TO_END_SAMPLES)
+    measured = benchmark.pedantic(
+        lambda: run_measured(["benchmarks/naive_score.py", str(data_root), str(predictions)]), rounds=ROUNDS,
+        iterations=1)
+    benchmark.extra_info.update(samples=END_TO_END_SAMPLES, role="reference", name="naive end to end",
+                                peak_mib=measured.peak_mib)
