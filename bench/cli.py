@@ -13,8 +13,8 @@ EPILOG = """examples:
   bench list
   bench run --suite synthref --model oracle
   bench run --suite refcoco refcoco+ --model genmask --data-root DATA --device cuda --batch-size 32
-  bench run --suite synthref --model genmask --model-arg steps=4 --out results/runs/gm4 --resume
-  bench score --suite synthref --split val --predictions results/runs/gm4/predictions.jsonl
+  bench run --suite synthref --model genmask --model-arg steps=4 --out runs/gm4 --resume
+  bench score --suite synthref --split val --predictions runs/gm4/predictions.jsonl
   bench report --results results
   bench data synth --out /tmp/synth
   bench train --model genmask --preset tiny --stage dit
@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 where the model supports it)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", help="run directory (default: results/runs/<time>_<model>_<suites>)")
+    run.add_argument("--out", help="run directory (default: $BENCH_RUNS/<time>_<model>_<suites>, $BENCH_RUNS "
+                                   "defaulting to runs/, which git ignores)")
     run.add_argument("--resume", action="store_true", help="finish the interrupted run in --out")
     run.add_argument("--strict", action="store_true", help="stop with exit code 3 at the first failed sample")
     run.add_argument("--label", help="display name in reports, e.g. genmask-4steps (default: the model name)")
@@ -82,13 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--split", required=True)
     score.add_argument("--predictions", required=True, type=Path, help="JSONL: sample_id + segmentation (COCO RLE)")
     score.add_argument("--data-root")
-    score.add_argument("--out", type=Path, help="output run directory (default: results/runs/<time>_score_...)")
+    score.add_argument("--out", type=Path, help="output run directory (default: $BENCH_RUNS or runs/, "
+                                                "<time>_score_...)")
     score.add_argument("--label", help="display name in reports (default: the predictions file's stem)")
     score.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     _add_protocol_args(score)
 
-    report = sub.add_parser("report", help="regenerate REPORT.md, tables and plots from run directories")
-    report.add_argument("--results", type=Path, default=Path("results"))
+    report = sub.add_parser(
+        "report", help="regenerate REPORT.md, tables and plots from run directories",
+        description="Regenerates DIR/REPORT.md, its tables and plots. When DIR/runs.toml exists, only the runs it "
+                    "declares are read ([[run]] entries: directory, relative to DIR; command, the exact command "
+                    "that made it, checked against its run.json; optional label); otherwise every directory "
+                    "below DIR holding a run.json. The committed results/ has a runs.toml.")
+    report.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -171,7 +178,9 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
+    from bench.predictions import iter_records
     from bench.rundir import RunDir
+    from bench.runner import outcome_warnings
     from bench.scoring import score_predictions
 
     out, metrics = score_predictions(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
@@ -180,14 +189,22 @@ def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
     print_metrics(metrics)
     for warning in RunDir(out).read().warnings:
         print(f"note: {warning}", file=sys.stderr)
+    records = [record for _, record in iter_records(RunDir(out, suites=[args.suite]).predictions(args.suite))]
+    for warning in outcome_warnings(args.suite, {args.split: records}):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote the run to {out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.report import build_report
+    from bench.report.runs import DECLARED_RUNS, undeclared_runs
 
     path = build_report(args.results)
+    ignored = undeclared_runs(args.results)
+    if ignored:
+        print(f"note: left out {len(ignored)} run directories that {args.results / DECLARED_RUNS} does not declare: "
+              f"{', '.join(ignored)}", file=sys.stderr)
     print(f"wrote {path}")
     return 0
 
@@ -218,7 +235,7 @@ def print_metrics(metrics: dict) -> None:
                      pct(m["giou"]), *(pct(m.get(f"prec@{x}")) for x in (0.5, 0.7, 0.9))])
     print(f"\n{metrics['suite']} / {metrics['model']}")
     print(tabulate(rows, headers=["split", "n", "failed", "cIoU %", "95% CI", "gIoU %", "P@0.5", "P@0.7", "P@0.9"],
-                   tablefmt="simple"))
+                   tablefmt="simple", disable_numparse=True))  # 100.0 stays 100.0 beside 29.4
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "score": cmd_score, "report": cmd_report, "data": cmd_data,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample, Suite
 
+FAILURE_REASONS = 3  # the most frequent reasons a run's summary names
 RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "data_root", "limit", "seed",
                "protocol")
 
@@ -387,13 +389,18 @@ class Runner:
 
 
 def outcome_warnings(suite: str, by_split: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Failed samples (count and first reason) and all-empty outputs, per split."""
+    """Failed samples (how many, and the most frequent reasons with their counts) and all-empty outputs, per
+    split."""
     warnings = []
     for split, recs in by_split.items():
         failed = [r for r in recs if r["status"] != "ok"]
         if failed:
-            warnings.append(f"{suite}/{split}: {len(failed)} of {len(recs)} samples failed "
-                            f"(first: {failed[0]['sample_id']}: {failed[0]['error']})")
+            reasons = Counter(str(r["error"]) for r in failed)  # ordered by first failure on equal counts
+            shown = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(FAILURE_REASONS))
+            more = len(reasons) - FAILURE_REASONS
+            warnings.append(f"{suite}/{split}: {len(failed)} of {len(recs)} samples failed ({shown}"
+                            + (f"; and {more} other reasons)" if more > 0 else ")")
+                            + f"; first: {failed[0]['sample_id']}")
         ok = [r for r in recs if r["status"] == "ok"]
         if ok and all(r.get("area") == 0 for r in ok):
             warnings.append(f"{suite}/{split}: every predicted mask is empty")

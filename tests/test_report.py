@@ -412,3 +412,54 @@ def test_two_builds_with_ablations_are_byte_identical(tmp_path: Path):
     assert {"ablations/a__b/runs.md", "ablations/a__b-2/runs.md"} <= set(first)
     build_report(tmp_path)
     assert snapshot(tmp_path) == first
+
+
+def test_declared_runs_alone_make_the_report(tmp_path: Path, capsys):
+    from bench.cli import main
+
+    write_run(tmp_path / "runs" / "curated", "oracle", {"synthref": {"val": split_metrics(0.9, 0.8)}},
+              "2025-03-01T00:00:00", command="python -m bench run --model oracle")  # fmt: skip
+    write_run(tmp_path / "runs" / "predictions", "predictions", {"synthref": {"val": split_metrics(0.2, 0.2)}},
+              "2025-03-02T00:00:00", label="oracle")  # an ad-hoc run, newer, same name  # fmt: skip
+    declared = tmp_path / "runs.toml"
+    declared.write_text('[[run]]\ndirectory = "runs/curated"\ncommand = "python -m bench run --model oracle"\n'
+                        'label = "oracle"\n')
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    assert "left out 1 run directories that" in capsys.readouterr().err
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "runs/curated" in report and "runs/predictions" not in report and "Superseded" not in report
+    text = declared.read_text()
+    for wrong, message in ((text.replace("--model oracle", "--model empty"), "was made by"),
+                           (text.replace('label = "oracle"', 'label = "other"'), "labelled 'oracle', not")):
+        declared.write_text(wrong)
+        with pytest.raises(DataFormatError, match=message):
+            build_report(tmp_path)
+    declared.write_text('[[run]]\ndirectory = "../elsewhere"\ncommand = "x"\n')
+    with pytest.raises(DataFormatError, match=r"runs.toml: run 1: no run.json in '../elsewhere'"):
+        build_report(tmp_path)
+
+
+def test_only_metric_settings_decide_the_protocol_warning(tmp_path: Path):
+    for name, fingerprint in (("a", "86502d6474b518a7"), ("b", "65da605cae68394a")):
+        protocol = {**PROTOCOL, "synthref": {"texts": "all", "generator": "1", "fingerprint": fingerprint}}
+        write_run(tmp_path / name, name, {"synthref": {"val": split_metrics(0.5, 0.5)}}, "2025-01-01T00:00:00",
+                  protocol=protocol)  # fmt: skip
+    report = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "different metric settings" not in report  # only the generator fingerprint differs
+    assert "synthref: fp-synthref (generator 1, 65da605cae68394a)" in report  # shown with the data instead
+    run_json = tmp_path / "b" / "run.json"
+    run_json.write_text(run_json.read_text().replace('"empty_union_iou": 1.0', '"empty_union_iou": 0.0'))
+    assert "the synthref rows used different metric settings" in build_report(tmp_path).read_text(encoding="utf-8")
+
+
+def test_labels_are_escaped_in_links_and_provenance_is_portable(tmp_path: Path):
+    from bench.report.text import PROJECT_ROOT
+
+    write_run(tmp_path / "r", "genmask", {"synthref": {"val": split_metrics(0.5, 0.5)}}, "2025-01-01T00:00:00",
+              label="gm [4 steps] *ema*", model_config={"checkpoint": f"{PROJECT_ROOT}/genmask/checkpoints/tiny"},
+              timings={"data_s": 0.40870969599745877, "samples": 1426, "model_breakdown_s": {"dit": 13.29715971}})
+    report = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "[gm \\[4 steps\\] \\*ema\\*](r/)" in report
+    assert "![gm \\[4 steps\\] \\*ema\\* on synthref](plots/" in report
+    assert 'checkpoint="genmask/checkpoints/tiny"' in report and str(PROJECT_ROOT) not in report
+    assert "- timings: data_s=0.41, model_breakdown_s={dit=13.30}, samples=1426" in report

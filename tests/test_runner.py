@@ -149,13 +149,16 @@ def test_unknown_model_suggests_a_name(tmp_path, data_root, capsys):
     assert code == 2 and "did you mean 'oracle'" in capsys.readouterr().err.lower()
 
 
-def test_corrupt_image_fails_that_sample_only_and_strict_stops(tmp_path, data_root):
+def test_corrupt_image_fails_that_sample_only_and_strict_stops(tmp_path, data_root, capsys):
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-r", str(data_root), str(broken)], check=True)
     image_dir = broken / "refer_seg" / "images" / "mscoco" / "images" / "train2014"
     (image_dir / coco_image_name(3)).write_bytes(b"not an image")  # image 3 is in val
     code, out = _run(tmp_path, broken, "--model", "oracle", "--split", "val")
     assert code == 0
+    # the summary names the reason and how many samples it failed, not only predictions.jsonl
+    assert re.search(r"warning: refcoco/val: 4 of 6 samples failed \(4 x image: cannot read image .*first: ",
+                     capsys.readouterr().err)
     m = _metrics(out)["splits"]["val"]
     failed = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines() if '"failed"' in x]
     assert m["n_failed"] == len(failed) == 4  # image 3 has two refs of two sentences each
@@ -371,6 +374,16 @@ def test_unknown_split_suggests_a_name_and_exits_2(tmp_path, data_root, capsys):
     code = main(["score", "--suite", "refcoco", "--split", "tset", "--predictions", str(predictions),
                  "--data-root", str(data_root), "--out", str(tmp_path / "s")])
     assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
+
+
+def test_failure_summary_counts_the_most_frequent_reasons():
+    from bench.runner import outcome_warnings
+
+    errors = ["a"] * 3 + ["b"] * 5 + ["c", "d", "e"]
+    records = [{"sample_id": str(i), "status": "failed", "error": e} for i, e in enumerate(errors)]
+    records.append({"sample_id": "ok", "status": "ok", "error": None, "area": 3})
+    (warning,) = outcome_warnings("s", {"val": records})
+    assert warning == "s/val: 11 of 12 samples failed (5 x b; 3 x a; 1 x c; and 2 other reasons); first: 0"
 
 
 def test_resume_needs_a_run_to_finish(tmp_path, data_root, capsys):

@@ -9,7 +9,7 @@ from bench.report.leaderboard import Files, suite_section
 from bench.report.output import read_manifest, write_outputs
 from bench.report.provenance import other_documents, runs_section
 from bench.report.reported import REAL_SUITES, ReportedValue, load_reported
-from bench.report.runs import Run, load_runs
+from bench.report.runs import DECLARED_RUNS, Run, load_runs
 from bench.report.text import REPORT, generated_line
 from bench.report.variants import ablations_section, diagnostics_section
 
@@ -39,6 +39,9 @@ def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedVal
         'of a suite, the newest by run.json "created" is shown and the others are listed as superseded.',
         "",
     ]
+    if (results_dir / DECLARED_RUNS).is_file():
+        lines += [f"The measured rows come from the runs declared in [{DECLARED_RUNS}]({DECLARED_RUNS}), each with the "
+                  "command that makes it; no other run directory is read.", ""]
     if not runs:
         lines += [f"No runs yet: no directory below `{results_dir.as_posix()}` contains a run.json.", ""]
     files: Files = {}

@@ -17,8 +17,10 @@ from bench.report.text import (
     csv_number,
     csv_text,
     link,
+    link_text,
     markdown_table,
     md,
+    metric_settings,
     ordered_splits,
     percent,
     slug,
@@ -51,7 +53,7 @@ def suite_section(suite: str, runs: list[Run], reported: list[ReportedValue]) ->
     lines += _leaderboard(suite, rows, splits, files)
     if superseded:
         links = ", ".join(
-            f"[{run.name}]({link(REPORT, run.name, directory=True)}) ({run.display_name})"
+            f"[{link_text(run.name)}]({link(REPORT, run.name, directory=True)}) ({md(run.display_name)})"
             for run in superseded
         )
         lines += [f"Superseded by a newer run of the same model: {links}.", ""]
@@ -105,7 +107,7 @@ def _leaderboard(suite: str, rows: list[LeaderboardRow], splits: list[str], file
     notes = list(dict.fromkeys(note for row in rows for note in row.notes))
     table = []
     for row in rows:
-        model = f"[{md(row.model)}]({row.link})" if row.link else md(row.model)
+        model = f"[{link_text(row.model)}]({row.link})" if row.link else md(row.model)
         markers = "".join(f" [{notes.index(note) + 1}]" for note in row.notes)
         cells = [md(cell_text(row.values.get(split))) for split in splits]
         table.append([row.kind, model, *cells, md(row.origin) + markers])
@@ -126,12 +128,12 @@ def _leaderboard(suite: str, rows: list[LeaderboardRow], splits: list[str], file
 
 
 def consistency_warnings(suite: str, runs: list[Run]) -> list[str]:
-    """Flags rows that are not comparable: different protocols or different data on disk."""
+    """Flags rows that are not comparable: different metric settings, or different data on disk."""
     lines = []
-    protocols = {json.dumps(run.record.protocol, sort_keys=True) for run in runs}
+    protocols = {json.dumps(metric_settings(run.record.protocol, suite), sort_keys=True) for run in runs}
     if len(protocols) > 1:
         lines.append(
-            f"**Warning:** the {suite} rows used different metric protocols (see Runs); compare with care."
+            f"**Warning:** the {suite} rows used different metric settings (see Runs); compare with care."
         )
     fingerprints = {str(run.record.dataset_fingerprints.get(suite)) for run in runs}
     if len(fingerprints) > 1:
@@ -189,5 +191,5 @@ def _plots(suite: str, runs: list[Run], files: Files) -> list[str]:
             continue
         path = f"plots/{slug(suite)}__{slug(run.name)}.png"
         files[path] = plot_png(f"{run.display_name} on {suite} ({run.name})", ious)
-        lines += [f"![{md(run.display_name)} on {suite}]({link(REPORT, path)})", ""]
+        lines += [f"![{link_text(run.display_name)} on {suite}]({link(REPORT, path)})", ""]
     return lines

@@ -5,7 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.report.runs import Run
-from bench.report.text import MISSING, REPORT, key_values, link, md
+from bench.report.text import (
+    MISSING,
+    REPORT,
+    data_identity,
+    key_values,
+    link,
+    link_text,
+    md,
+    metric_settings,
+    portable,
+    timings_text,
+)
 from bench.rundir import RunDir
 
 
@@ -20,7 +31,7 @@ def runs_section(runs: list[Run]) -> list[str]:
         kind = None
         if record.kind != "leaderboard":
             kind = record.kind + (f" (group: {record.group})" if record.group else "")
-        lines += [f"### [{md(run.name)}]({link(REPORT, run.name, directory=True)})", ""]
+        lines += [f"### [{link_text(run.name)}]({link(REPORT, run.name, directory=True)})", ""]
         facts = [
             ("command", f"`{record.command}`" if record.command else None),
             ("model", record.model + (f" (label: {record.label})" if record.label else "")),
@@ -32,20 +43,23 @@ def runs_section(runs: list[Run]) -> list[str]:
             ("device", record.device),
             (
                 "dataset fingerprints",
-                ", ".join(f"{suite}: {fingerprints[suite]}" for suite in sorted(fingerprints)),
+                ", ".join(
+                    f"{suite}: {fingerprints[suite]}{data_identity(record.protocol, suite)}"
+                    for suite in sorted(fingerprints)
+                ),
             ),
-            ("protocol", key_values(record.protocol)),
+            ("metric settings", key_values(metric_settings(record.protocol))),
             ("model config", key_values(record.model_config)),
             ("versions", key_values(record.versions)),
-            ("timings", key_values(record.timings)),
+            ("timings", timings_text(record.timings)),
         ]
         lines += [
-            f"- {name}: {md(str(value)) if value not in (None, '') else MISSING}"
+            f"- {name}: {md(portable(str(value))) if value not in (None, '') else MISSING}"
             for name, value in facts
             if name != "kind" or value
         ]
-        lines += [f"- warning: {md(str(warning))}" for warning in record.warnings]
-        lines += [f"- report: {md(problem)}" for problem in run.problems]
+        lines += [f"- warning: {md(portable(str(warning)))}" for warning in record.warnings]
+        lines += [f"- report: {md(portable(problem))}" for problem in run.problems]
         lines.append("")
     return lines
 
@@ -65,5 +79,5 @@ def other_documents(results_dir: Path, generated: set[str]) -> list[str]:
     for path in documents:
         relative = path.relative_to(results_dir).as_posix()
         title = path.read_text(encoding="utf-8").partition("\n")[0].lstrip("# ").strip() or relative
-        lines.append(f"- [{md(title)}]({link(REPORT, relative)})")
+        lines.append(f"- [{link_text(title)}]({link(REPORT, relative)})")
     return lines + [""]

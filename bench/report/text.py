@@ -8,6 +8,7 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +18,8 @@ REPORT = "REPORT.md"  # the main page, at the top of the results directory
 MISSING = "–"
 CI_METRICS = ("ciou", "giou")
 SPLIT_ORDER = ("train", "val", "test", "testA", "testB", "test-short", "test-long")
+DATA_KEYS = ("generator", "fingerprint")  # recorded in synthetic suites' protocols; data, not metric settings
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def ordered_splits(splits: Iterable[str]) -> list[str]:
@@ -48,6 +51,11 @@ def cell_text(values: dict[str, float | None] | None) -> str:
 def md(text: str) -> str:
     """Escapes the one character that breaks a markdown table cell."""
     return text.replace("|", "\\|")
+
+
+def link_text(text: str) -> str:
+    """Escapes what would break or restyle the text of a markdown link (a label like 'a [b] *c*')."""
+    return re.sub(r"([\\`*_\[\]<>|])", r"\\\1", text)
 
 
 def markdown_table(rows: list[list[str]], headers: list[str]) -> str:
@@ -90,6 +98,43 @@ def key_values(mapping: Any) -> str:
     if not isinstance(mapping, dict):
         return "" if mapping is None else json.dumps(mapping, sort_keys=True)
     return ", ".join(f"{key}={json.dumps(mapping[key], sort_keys=True)}" for key in sorted(mapping))
+
+
+def metric_settings(protocol: Any, suite: str | None = None) -> dict[str, Any]:
+    """A run's protocol without the data identity it also records (synthetic suites' generator version and
+    fingerprint): the global options and the suite's own (every suite's when `suite` is None)."""
+    if not isinstance(protocol, dict):
+        return {}
+    return {
+        key: {k: v for k, v in value.items() if k not in DATA_KEYS} if isinstance(value, dict) else value
+        for key, value in protocol.items()
+        if not isinstance(value, dict) or suite is None or key == suite
+    }
+
+
+def data_identity(protocol: Any, suite: str) -> str:
+    """' (generator 1, 65da605cae68394a)' for a synthetic suite's run, else ''."""
+    options = protocol.get(suite) if isinstance(protocol, dict) else None
+    values = [str(options[key]) for key in DATA_KEYS if isinstance(options, dict) and key in options]
+    return f" (generator {', '.join(values)})" if values else ""
+
+
+def timings_text(timings: Any) -> str:
+    """`key=value` pairs with seconds to the hundredth (counts stay integers), nested ones in braces."""
+    if isinstance(timings, dict):
+        return ", ".join(f"{key}={_timing(timings[key])}" for key in sorted(timings))
+    return "" if timings is None else _timing(timings)
+
+
+def _timing(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + timings_text(value) + "}"
+    return f"{value:.2f}" if isinstance(value, float) else json.dumps(value, sort_keys=True)
+
+
+def portable(text: str) -> str:
+    """`text` without this machine's paths: the project's own shown relative to it, the home folder as ~."""
+    return text.replace(f"{PROJECT_ROOT}/", "").replace(f"{Path.home()}/", "~/")
 
 
 def generated_line(results_dir: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench.report.leaderboard import Files, consistency_warnings, measured_row
 from bench.report.runs import Run
-from bench.report.text import REPORT, cell_text, link, markdown_table, md, ordered_splits, slug
+from bench.report.text import REPORT, cell_text, link, link_text, markdown_table, md, ordered_splits, slug
 
 ABLATIONS_DIR = "ablations"
 DIAGNOSTICS_PAGE = "diagnostics/runs.md"
@@ -36,7 +36,7 @@ def ablations_section(
         if summary:
             description += f" Summary: [{summary}]({link(page, summary)})."
         files[page] = group_page(page, f"Ablation: {group}", description, variants, generated)
-        line = f"- [{md(group)}]({link(REPORT, page)}): {_count(len(variants), 'variant')}"
+        line = f"- [{link_text(group)}]({link(REPORT, page)}): {_count(len(variants), 'variant')}"
         if summary:
             line += f"; summary: [{summary}]({link(REPORT, summary)})"
         lines.append(line)
@@ -87,7 +87,7 @@ def group_page(page: str, title: str, description: str, runs: list[Run], generat
         rows = [measured_row(run, suite, page) for run in measured]
         splits = ordered_splits(split for row in rows for split in row.values)
         table = [
-            [f"[{md(row.model)}]({row.link})", *[md(cell_text(row.values.get(split))) for split in splits]]
+            [f"[{link_text(row.model)}]({row.link})", *[md(cell_text(row.values.get(split))) for split in splits]]
             + [md(row.origin)]
             for row in rows
         ]
@@ -96,7 +96,7 @@ def group_page(page: str, title: str, description: str, runs: list[Run], generat
         lines += consistency_warnings(suite, measured)
     empty = [run for run in runs if not run.results]
     if empty:
-        links = ", ".join(f"[{md(run.name)}]({link(page, run.name, directory=True)})" for run in empty)
+        links = ", ".join(f"[{link_text(run.name)}]({link(page, run.name, directory=True)})" for run in empty)
         lines += [f"No metrics yet (see Runs in {REPORT}): {links}.", ""]
     return ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
 
