@@ -155,3 +155,12 @@ def test_malformed_image_entries_name_the_file(tmp_path, image):
     root = write_refer(tmp_path / "data", [image], [SQUARE])
     with pytest.raises(Exception, match=r"instances.json: image 1 needs integer 'height'"):
         RefCOCO(root).samples("val")
+
+
+def test_json_lines_with_raw_line_separators_inside_strings_are_read(tmp_path):
+    from bench.training.log import read_log
+
+    records = [{"step": 1, "note": "a\u2028b\u0085c\x1cd"}, {"step": 2, "note": "e"}]
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    assert read_log(path) == records
