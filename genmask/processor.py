@@ -8,6 +8,7 @@ Both right-pad to `max_tokens` so a sample's encoding never depends on the other
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 WORD_TOKENIZER_FILE = "genmask_tokenizer.json"
+PROCESSOR_SETTINGS_FILE = "genmask_processor.json"
 PUNCTUATION = [".", ",", "?", "!", "'"]  # the Whitespace pre-tokenizer splits these off words
 SPECIAL_TOKENS = ["[PAD]", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "[UNK]"]
 
@@ -40,15 +42,21 @@ def _pad(rows: list[list[int]], max_tokens: int, pad_id: int) -> tuple[torch.Ten
 
 
 class WordLevelProcessor:
-    """Word-level tokenizer + Qwen image processor, for models trained from scratch on a closed vocabulary."""
+    """Word-level tokenizer + Qwen image processor, for models trained from scratch on a closed vocabulary.
 
-    def __init__(self, tokenizer: Tokenizer, image_processor: Qwen2VLImageProcessorPil):
+    With `coordinate_channels`, every pixel also carries its x and y (two extra input channels, CoordConv
+    style; the vision config's `in_channels` is then 5): Qwen2.5-VL's vision tower has only relative (rotary)
+    positions, from which a model this small did not learn where things are (see genmask/vlm.py)."""
+
+    def __init__(self, tokenizer: Tokenizer, image_processor: Qwen2VLImageProcessorPil,
+                 coordinate_channels: bool = False):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.coordinate_channels = coordinate_channels
 
     @classmethod
     def build(cls, words: list[str], patch_size: int, merge_size: int, temporal_patch_size: int,
-              min_pixels: int, max_pixels: int) -> WordLevelProcessor:
+              min_pixels: int, max_pixels: int, coordinate_channels: bool = False) -> WordLevelProcessor:
         """A fresh processor over `words` (lower-cased) and an image processor with the vision tower's patching."""
         vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
         for word in sorted({w.lower() for w in words} | set(PUNCTUATION)):
@@ -60,7 +68,7 @@ class WordLevelProcessor:
             patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
             min_pixels=min_pixels, max_pixels=max_pixels,
         )
-        return cls(tokenizer, image_processor)
+        return cls(tokenizer, image_processor, coordinate_channels)
 
     @property
     def vocab_size(self) -> int:
@@ -69,15 +77,23 @@ class WordLevelProcessor:
     def save(self, directory: str | Path) -> None:
         self.tokenizer.save(str(Path(directory) / WORD_TOKENIZER_FILE))
         self.image_processor.save_pretrained(str(directory))
+        settings = {"coordinate_channels": self.coordinate_channels}
+        (Path(directory) / PROCESSOR_SETTINGS_FILE).write_text(json.dumps(settings) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> WordLevelProcessor:
         tokenizer = Tokenizer.from_file(str(Path(directory) / WORD_TOKENIZER_FILE))
-        return cls(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(directory)))
+        settings_file = Path(directory) / PROCESSOR_SETTINGS_FILE  # absent in checkpoints older than the option
+        settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else {}
+        return cls(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(directory)),
+                   bool(settings.get("coordinate_channels", False)))
 
     def __call__(self, images: list[np.ndarray | None], texts: list[str], max_tokens: int) -> dict[str, Any]:
         """Encoder inputs; an image of None (text-to-image samples) contributes no vision tokens."""
         inputs, grids, merge = vision_inputs(self.image_processor, images)
+        if self.coordinate_channels and "pixel_values" in inputs:
+            inputs["pixel_values"] = with_coordinates(self.image_processor, inputs["pixel_values"],
+                                                      [image for image in images if image is not None])
         rows = []
         for image, text in zip(images, texts, strict=True):
             prefix = [] if image is None else [1] + [3] * (int(grids.pop(0).prod()) // merge) + [2]
@@ -97,6 +113,22 @@ def vision_inputs(image_processor: Qwen2VLImageProcessorPil, images: list[np.nda
         inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
         grids = list(vision["image_grid_thw"])
     return inputs, grids, image_processor.merge_size**2
+
+
+def with_coordinates(image_processor: Qwen2VLImageProcessorPil, pixel_values: torch.Tensor,
+                     images: list[np.ndarray]) -> torch.Tensor:
+    """Patch vectors with two more channels, x and y ramps over each image, patched exactly like the image."""
+    ramps = []
+    for image in images:
+        height, width = image.shape[:2]
+        x = np.broadcast_to(np.linspace(0, 255, width)[None, :], (height, width))
+        y = np.broadcast_to(np.linspace(0, 255, height)[:, None], (height, width))
+        ramps.append(np.stack([x, y, np.zeros((height, width))], -1).round().astype(np.uint8))
+    coordinates = image_processor(images=ramps, return_tensors="pt")["pixel_values"]
+    shape = (len(pixel_values), 3, image_processor.temporal_patch_size, image_processor.patch_size,
+             image_processor.patch_size)
+    both = torch.cat([pixel_values.view(shape), coordinates.view(shape)[:, :2].to(pixel_values.dtype)], dim=1)
+    return both.reshape(len(pixel_values), -1)
 
 
 QWEN_PROMPT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{vision}{text}<|im_end|>\n"

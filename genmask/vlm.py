@@ -70,6 +70,8 @@ class VLMConfig:
 
     preset: str = "tiny"
     image_size: int = 64
+    # x and y as two more pixel channels: the tiny model did not learn absolute positions from rotary ones alone
+    coordinate_channels: bool = True
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: VLMTrainConfig = field(default_factory=VLMTrainConfig)
 
@@ -122,10 +124,12 @@ def build_vlm(config: VLMConfig) -> tuple[Qwen2_5_VLForConditionalGeneration, Wo
     vision = config.encoder.vision
     processor = WordLevelProcessor.build(
         list(vocabulary()) + dialogue_words() + [ANSWER, END], vision["patch_size"], vision["spatial_merge_size"],
-        vision["temporal_patch_size"], config.encoder.image_min_pixels, config.encoder.image_max_pixels)
+        vision["temporal_patch_size"], config.encoder.image_min_pixels, config.encoder.image_max_pixels,
+        coordinate_channels=config.coordinate_channels)
     text = dict(config.encoder.text, vocab_size=processor.vocab_size, bos_token_id=None, eos_token_id=None,
                 pad_token_id=0)
-    model_config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(vision), **special_token_ids())
+    vision = dict(vision, in_channels=5 if config.coordinate_channels else 3)
+    model_config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special_token_ids())
     return Qwen2_5_VLForConditionalGeneration(model_config), processor
 
 
