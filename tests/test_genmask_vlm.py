@@ -105,3 +105,19 @@ def test_configs_from_before_shortcut_modes_still_load() -> None:
     old = preset("micro").to_dict() | {"shortcut": True}
     assert GenMaskConfig.from_dict(old).shortcut == "frame"
     assert GenMaskConfig.from_dict(old | {"shortcut": False}).shortcut == "none"
+
+
+def test_coordinate_channels_carry_x_and_y_patch_by_patch(tmp_path) -> None:
+    config = vlm_preset("micro")
+    model, processor = build_vlm(config)
+    assert processor.coordinate_channels and model.config.vision_config.in_channels == 5
+    image = np.zeros((32, 32, 3), np.uint8)
+    inputs = processor([image], ["x"], config.encoder.max_tokens)
+    t, p = processor.image_processor.temporal_patch_size, processor.image_processor.patch_size
+    patches = inputs["pixel_values"].view(-1, 5, t, p, p)
+    assert torch.equal(patches[:, :3], processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+                       .view(-1, 3, t, p, p))  # the colour channels are untouched
+    x_mean, y_mean = patches[:, 3].mean((1, 2, 3)), patches[:, 4].mean((1, 2, 3))
+    assert len(set(zip(x_mean.tolist(), y_mean.tolist(), strict=True))) == len(patches)  # every patch differs
+    processor.save(tmp_path)
+    assert type(processor).load(tmp_path).coordinate_channels
