@@ -68,9 +68,10 @@ def _metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_oracle_scores_one_and_empty_zero(tmp_path, data_root):
+def test_oracle_scores_one_and_empty_zero(tmp_path, data_root, capsys):
     code, out = _run(tmp_path, data_root, "--model", "oracle", name="oracle")
     assert code == 0
+    assert re.search(r"\nval +\d+ +0 +100\.0 +\[100\.0, 100\.0\] +100\.0 ", "\n" + capsys.readouterr().out)
     splits = _metrics(out)["splits"]
     assert set(splits) == {"val", "testA", "testB"}
     for m in splits.values():
