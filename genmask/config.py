@@ -135,6 +135,9 @@ class GenMaskConfig:
     # VAE shortcut: "frame" (the clean image latent as an extra frame at per-token timestep 0), "channel"
     # (concatenated with the noise along channels: transformer.in_channels = 2 x latent channels) or "none"
     shortcut: str = "frame"
+    # x and y ramps as two more DiT input channels in every frame: the DiT's positions are only rotary (relative),
+    # so without them a tiny DiT cannot place an answer given as a location (transformer.in_channels + 2)
+    coordinate_channels: bool = False
     timestep_scale: float = 1000.0  # the DiT sees t * scale (Wan was trained on 0..1000)
     inference_shift: float = 1.0  # shift of the Euler schedule (1 = none)
     mask_threshold: float = 0.0  # decoded channel mean in [-1, 1] above this is foreground
@@ -161,6 +164,7 @@ def _tiny() -> GenMaskConfig:
     return GenMaskConfig(
         preset="tiny",
         image_size=64,
+        coordinate_channels=True,
         transformer=TransformerConfig(
             num_attention_heads=4, attention_head_dim=32, text_dim=128, freq_dim=64, ffn_dim=512, num_layers=6,
             rope_max_seq_len=64,

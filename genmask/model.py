@@ -9,7 +9,8 @@ reaches the DiT as t * timestep_scale. The VAE shortcut (`config.shortcut`): "fr
 latent frame 0 of a 2-frame latent video whose tokens get timestep 0 (per-token timesteps, as Wan 2.2 TI2V;
 the installed diffusers accepts timestep of shape (batch, seq_len)), the mask latent being frame 1;
 "channel" concatenates it with the noisy mask latent along channels (the patch embedding takes twice the
-latent channels, as Wan's image-to-video model does); "none" leaves it out. Latents are normalised
+latent channels, as Wan's image-to-video model does); "none" leaves it out. With `coordinate_channels` every
+frame also gets x and y ramps as two more input channels (the last ones). Latents are normalised
 with the VAE's `latents_mean` / `latents_std`. A mask is rendered as a 3-channel image in [-1, 1]
 (white = foreground); a prediction is the decoded channel mean > `mask_threshold` (0: the midpoint).
 
@@ -119,7 +120,7 @@ class GenMask(nn.Module):
                 vision["spatial_merge_size"], vision["temporal_patch_size"],
                 config.encoder.image_min_pixels, config.encoder.image_max_pixels,
             )
-        check_shortcut(config)
+        check_inputs(config)
         with torch.device(device):
             transformer = WanTransformer3DModel(**vars(config.transformer) | {"patch_size": tuple(config.transformer.patch_size)})
             vae_kwargs = {k: v for k, v in vars(config.vae).items() if v is not None}
@@ -303,6 +304,8 @@ class GenMask(nn.Module):
             p_t, p_h, p_w = self.transformer.config.patch_size
             per_frame = (noisy.shape[3] // p_h) * (noisy.shape[4] // p_w) // p_t
             timestep = torch.cat([torch.zeros(len(t), per_frame, device=self.device), scaled[:, None].expand(-1, per_frame)], 1)
+        if self.config.coordinate_channels:
+            hidden = torch.cat([hidden, coordinate_ramps(hidden)], dim=1)
         output = self.transformer(hidden.to(dtype), timestep, encoder_hidden_states=context.to(dtype), return_dict=False)[0]
         return output[:, :, -noisy.shape[2]:].float()
 
@@ -359,11 +362,21 @@ def generate_images(model: GenMask, captions: list[str], steps: int = 25, seed: 
     return list(array.cpu().numpy())
 
 
-def check_shortcut(config: GenMaskConfig) -> None:
-    """A known shortcut mode, and the DiT's input channels set to fit it (twice the latent's for "channel")."""
+def coordinate_ramps(like: torch.Tensor) -> torch.Tensor:
+    """x and y in [-1, 1] over the latent grid, as (B, 2, F, h, w) channels shaped like `like` (B, C, F, h, w)."""
+    batch, _, frames, height, width = like.shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height, device=like.device),
+                          torch.linspace(-1, 1, width, device=like.device), indexing="ij")
+    return torch.stack([x, y])[None, :, None].expand(batch, 2, frames, height, width).to(like.dtype)
+
+
+def check_inputs(config: GenMaskConfig) -> None:
+    """A known shortcut mode, and the DiT's input channels set to fit it: the latent's, twice that for "channel",
+    plus two for coordinate channels."""
     if config.shortcut not in SHORTCUT_MODES:
         raise ValueError(f"unknown shortcut mode {config.shortcut!r}; known: {', '.join(SHORTCUT_MODES)}")
-    config.transformer.in_channels = config.vae.z_dim * (2 if config.shortcut == "channel" else 1)
+    config.transformer.in_channels = (config.vae.z_dim * (2 if config.shortcut == "channel" else 1)
+                                      + (2 if config.coordinate_channels else 0))
 
 
 def widen_patch_embedding(transformer: WanTransformer3DModel, in_channels: int) -> WanTransformer3DModel:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from genmask.model import GenMask, images_to_tensor, masks_to_tensor, parameter_counts, widen_patch_embedding
+from genmask.model import (
+    GenMask,
+    coordinate_ramps,
+    images_to_tensor,
+    masks_to_tensor,
+    parameter_counts,
+    widen_patch_embedding,
+)
 from genmask.train import FlowMatchingLoss
 
 WORDS = "the red blue green circle square triangle on left right of".split()
@@ -63,13 +70,13 @@ def test_shortcut_modes_reach_the_dit_as_documented(mode: str) -> None:
         handle.remove()
     assert len(calls) == 1 and len(masks) == 2
     hidden, timestep = calls[0]["hidden"], calls[0]["timestep"]
-    z = model.config.vae.z_dim
+    z = model.config.vae.z_dim + 2  # two coordinate channels in every frame (the micro and tiny presets)
     if mode == "frame":
         assert hidden[1:3] == (z, 2)  # frames: clean image latent, then the mask latent
         assert timestep.shape == (2, 2 * 16)  # (batch, seq_len): 16 tokens per 8x8 frame with patch 2
         assert torch.all(timestep[:, :16] == 0) and torch.all(timestep[:, 16:] == 1000)
     else:
-        assert hidden[1:3] == ((2 * z, 1) if mode == "channel" else (z, 1))
+        assert hidden[1:3] == ((z + z - 2, 1) if mode == "channel" else (z, 1))
         assert timestep.shape == (2,) and torch.all(timestep == 1000)
     assert model.transformer.config.in_channels == hidden[1]
     assert set(model.timings) >= {"instruction_encoding", "dit", "vae_decoding"}
@@ -86,15 +93,25 @@ def test_widened_patch_embedding_ignores_the_new_channels_at_first() -> None:
     latent = torch.randn(2, 4, 1, 8, 8)
     context = torch.randn(2, model.config.encoder.max_tokens, model.config.transformer.text_dim)
     t = torch.tensor([1.0, 0.7])
+    channels = model.config.transformer.in_channels  # the latent's 4 and 2 coordinate channels
     with torch.no_grad():
         before = model.velocity(latent, t, context, None)
-        widen_patch_embedding(model.transformer, 8)
+        widen_patch_embedding(model.transformer, channels + 4)
         model.config.shortcut = "channel"
         after = model.velocity(latent, t, context, torch.randn(2, 4, 1, 8, 8))
-    assert model.transformer.patch_embedding.in_channels == 8
+    assert model.transformer.patch_embedding.in_channels == channels + 4 == 10
     torch.testing.assert_close(after, before)
     with pytest.raises(ValueError, match="cannot narrow"):
         widen_patch_embedding(model.transformer, 4)
+
+
+def test_coordinate_channels_tell_the_dit_where_each_token_is() -> None:
+    ramps = coordinate_ramps(torch.zeros(3, 4, 2, 5, 7))
+    assert ramps.shape == (3, 2, 2, 5, 7)
+    assert torch.equal(ramps[:, 0, :, :, 0], -torch.ones(3, 2, 5)) and torch.equal(ramps[:, 0, :, :, -1], torch.ones(3, 2, 5))
+    assert torch.equal(ramps[:, 1, :, 0], -torch.ones(3, 2, 7)) and torch.equal(ramps[:, 1, :, -1], torch.ones(3, 2, 7))
+    plain = GenMask.from_preset("micro", overrides=["coordinate_channels=false"], vocabulary=WORDS)
+    assert plain.config.transformer.in_channels == 4
 
 
 @pytest.mark.parametrize("steps", [1, 4])

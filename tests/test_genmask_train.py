@@ -131,7 +131,7 @@ def test_dit_stage_adapts_a_vlm_foundation_in_groups(vae_dir: str, tmp_path, sho
                "train.group_size=2", f"shortcut={shortcut}") == 0
     config = json.loads((tmp_path / "dit" / "final" / "config.json").read_text())
     assert config["encoder"]["prompt_suffix"] == " ans" and config["shortcut"] == shortcut
-    assert config["transformer"]["in_channels"] == (8 if shortcut == "channel" else 4)
+    assert config["transformer"]["in_channels"] == (10 if shortcut == "channel" else 6)  # + 2 coordinate channels
 
 
 def test_text_to_image_foundation_renders_and_is_adapted(vae_dir: str, tmp_path) -> None:
@@ -158,5 +158,5 @@ def test_text_to_image_foundation_renders_and_is_adapted(vae_dir: str, tmp_path)
     before = load(t2i / "transformer" / "diffusion_pytorch_model.safetensors")
     after = load(tmp_path / "seg" / "final" / "transformer" / "diffusion_pytorch_model.safetensors")
     torch.testing.assert_close(after["blocks.0.attn1.to_q.weight"], before["blocks.0.attn1.to_q.weight"])
-    assert after["patch_embedding.weight"].shape[1] == 2 * before["patch_embedding.weight"].shape[1]
+    assert after["patch_embedding.weight"].shape[1] == before["patch_embedding.weight"].shape[1] + 4
     torch.testing.assert_close(after["patch_embedding.weight"][:, 4:], before["patch_embedding.weight"])
