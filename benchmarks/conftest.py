@@ -1,5 +1,5 @@
 """Shared benchmark helpers: the data sets (built once per session) and a subprocess timer that also reads the
-child's peak resident memory (ru_maxrss from wait4), so start-up, imports and memory are all measured."""
+child's peak resident memory (benchmarks/hwm.py), so start-up, imports and memory are all measured."""
 
 from __future__ import annotations
 
@@ -27,20 +27,18 @@ class Measured:
 
 
 def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run `python args...` in the repository root, reaped with wait4 for its own rusage; raise with its
-    stderr if it fails."""
+    """Run `python args...` in the repository root through benchmarks/hwm.py (its peak memory); raise with
+    its stderr if it fails."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryDirectory() as scratch:
+        peak = Path(scratch) / "peak"
         start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, *args], cwd=REPO, env=environment, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
+        result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hwm.py"), str(peak), *args], cwd=REPO,
+                                env=environment, capture_output=True, text=True)
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if child.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({child.returncode}):\n{err.read()[-3000:]}")
-        return Measured(seconds, usage.ru_maxrss / 1024, out.read())  # Linux: KiB
+        if result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return Measured(seconds, float(peak.read_text()), result.stdout)
 
 
 @pytest.fixture(scope="session")
