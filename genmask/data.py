@@ -79,8 +79,9 @@ def suite_groups(name: str, data_root: str, image_size: int, limit: int, split: 
     from bench.suites import SUITES
 
     suite = SUITES.get(name)(data_root=data_root or None)
-    if split not in suite.splits:
-        raise ValueError(f"suite {name!r} has no {split} split (splits: {', '.join(suite.splits)})")
+    known = suite.splits + suite.train_splits
+    if split not in known:
+        raise ValueError(f"suite {name!r} has no {split} split (splits: {', '.join(known)})")
     kind = "reasoning" if "reason" in name else "referring"
     image_index: dict[Path, int] = {}
     images, masks, items, skipped = [], [], [], 0

@@ -101,7 +101,7 @@ def validation_data(config: GenMaskConfig) -> SegData | None:
     from bench.suites import SUITES
 
     suite = SUITES.get(train.data)(data_root=train.data_root or None)
-    if "val" not in suite.splits:
+    if "val" not in suite.splits + suite.train_splits:
         print(f"note: {train.data} has no val split; training runs without validation")
         return None
     val = suite_groups(train.data, train.data_root, config.image_size, train.val_samples, split="val")

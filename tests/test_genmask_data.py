@@ -96,3 +96,19 @@ def test_coco_captions_are_read_from_the_split_folder(tmp_path) -> None:
 def test_unknown_suite_split_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="no bogus split"):
         suite_groups("synthref", "", 32, 4, split="bogus")
+
+
+def test_reasonseg_train_split_is_training_data(tmp_path) -> None:
+    from bench.suites.writers import write_reasonseg_sample
+
+    train = tmp_path / "reason_seg" / "ReasonSeg" / "train"
+    for index in range(2):
+        write_reasonseg_sample(train, f"image_{index}", np.full((12, 16, 3), 200, np.uint8),
+                               [f"what holds the coffee {index}?", "the cup"], is_sentence=True,
+                               shapes=[{"label": "target", "points": [[2, 2], [8, 2], [8, 8], [2, 8]]}],
+                               image_ext=".png")
+    data = suite_groups("reasonseg", str(tmp_path), image_size=8, limit=100)
+    assert len(data.images) == 2 and {item.kind for item in data.items} == {"reasoning"}
+    assert all(members and {data.items[i].image for i in members} == {image}
+               for image, members in enumerate(data.by_image))  # the samples of an image form its group
+    assert all(data.masks[item.mask].any() for item in data.items)

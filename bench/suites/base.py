@@ -85,7 +85,8 @@ class Suite:
     """A benchmark: named splits of samples read from disk. Subclasses implement `_load_split`."""
 
     name: ClassVar[str]
-    splits: ClassVar[tuple[str, ...]]
+    splits: ClassVar[tuple[str, ...]]  # the evaluation splits (what `bench run` scores by default)
+    train_splits: ClassVar[tuple[str, ...]] = ()  # splits that only training reads (`train.data=NAME`)
     synthetic: ClassVar[bool] = False
 
     def __init__(self, data_root: Path | None = None, **options: Any):
@@ -94,8 +95,9 @@ class Suite:
         self.warnings: list[str] = []  # e.g. split-count mismatches; printed and recorded in run.json
 
     def samples(self, split: str) -> list[Sample]:
-        if split not in self.splits:
-            raise ValueError(f"suite {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+        known = self.splits + self.train_splits
+        if split not in known:
+            raise ValueError(f"suite {self.name!r} has no split {split!r}; splits: {', '.join(known)}")
         return self._load_split(split)
 
     def _load_split(self, split: str) -> list[Sample]:

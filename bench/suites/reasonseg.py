@@ -86,6 +86,7 @@ class ReasonSegSuite(Suite):
 
     name = "reasonseg"
     splits = ("val", "test", "test-short", "test-long")
+    train_splits = ("train",)
     expected_counts: ClassVar[dict[str, int]] = {"val": 200, "test": 779}  # JSON files per directory
 
     def __init__(self, data_root: Path | None = None, **options: Any):

@@ -296,6 +296,7 @@ class RefCOCO(ReferSuite):
     split_by = "unc"
     valid_split_by = ("unc", "google")
     splits = ("val", "testA", "testB")
+    train_splits = ("train",)
     expected_counts = {
         "val": {"refs": 3811, "images": 1500},
         "testA": {"refs": 1975, "images": 750},
@@ -312,6 +313,7 @@ class RefCOCOPlus(ReferSuite):
     split_by = "unc"
     valid_split_by = ("unc",)
     splits = ("val", "testA", "testB")
+    train_splits = ("train",)
     expected_counts = {"val": {"images": 1500}, "testA": {"images": 750}, "testB": {"images": 750}}
 
 
@@ -324,4 +326,5 @@ class RefCOCOg(ReferSuite):
     split_by = "umd"
     valid_split_by = ("umd", "google")
     splits = ("val", "test")
+    train_splits = ("train",)
     expected_counts = {"val": {"images": 1300}, "test": {"images": 2600}}
