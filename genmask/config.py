@@ -79,6 +79,7 @@ class EncoderConfig:
     image_max_pixels: int = 1280 * 28 * 28
     freeze: bool = False  # keep the encoder's weights fixed while training (projection still trains)
     prompt_suffix: str = ""  # appended to every instruction (a VLM foundation's answer word: " ans")
+    coordinate_channels: bool = False  # word-level processor: x and y as two more pixel channels (vision in_channels 5)
 
 
 @dataclass

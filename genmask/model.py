@@ -49,12 +49,14 @@ PROJECTION_FILE = "text_projection/model.safetensors"
 
 def build_encoder(config: GenMaskConfig, vocab_size: int | None) -> Qwen2_5_VLModel:
     """A randomly initialised Qwen2.5-VL (text + vision) from the config's sizes."""
-    text = dict(config.encoder.text)
+    text, vision = dict(config.encoder.text), dict(config.encoder.vision)
     specials: dict[str, int] = {}
     if config.encoder.processor == "word_level":
         text.update(vocab_size=vocab_size or text["vocab_size"], bos_token_id=None, eos_token_id=None, pad_token_id=0)
         specials = special_token_ids()
-    return Qwen2_5_VLModel(Qwen2_5_VLConfig(text_config=text, vision_config=dict(config.encoder.vision), **specials))
+    if config.encoder.coordinate_channels:
+        vision["in_channels"] = 5
+    return Qwen2_5_VLModel(Qwen2_5_VLConfig(text_config=text, vision_config=vision, **specials))
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -118,7 +120,7 @@ class GenMask(nn.Module):
             processor = WordLevelProcessor.build(
                 vocabulary, vision["patch_size"],
                 vision["spatial_merge_size"], vision["temporal_patch_size"],
-                config.encoder.image_min_pixels, config.encoder.image_max_pixels,
+                config.encoder.image_min_pixels, config.encoder.image_max_pixels, config.encoder.coordinate_channels,
             )
         check_inputs(config)
         with torch.device(device):
@@ -199,6 +201,7 @@ class GenMask(nn.Module):
         config.encoder.vision = {k: v for k, v in encoder.config.vision_config.to_dict().items()
                                  if k in config.encoder.vision}
         config.encoder.processor, config.encoder.prompt_suffix = "word_level", suffix
+        config.encoder.coordinate_channels = processor.coordinate_channels
         pixels = processor.image_processor.size
         config.encoder.image_min_pixels, config.encoder.image_max_pixels = pixels["shortest_edge"], pixels["longest_edge"]
         model = cls.from_config(config, vocabulary=[])  # placeholder processor and encoder, replaced below

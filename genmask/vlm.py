@@ -70,8 +70,6 @@ class VLMConfig:
 
     preset: str = "tiny"
     image_size: int = 64
-    # x and y as two more pixel channels: the tiny model did not learn absolute positions from rotary ones alone
-    coordinate_channels: bool = True
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: VLMTrainConfig = field(default_factory=VLMTrainConfig)
 
@@ -88,6 +86,7 @@ def _tiny() -> VLMConfig:
         vision=dict(depth=2, hidden_size=64, intermediate_size=256, num_heads=2, patch_size=4, spatial_merge_size=2,
                     temporal_patch_size=2, window_size=64, out_hidden_size=128, fullatt_block_indexes=[0, 1]),
         processor="word_level", max_tokens=128, image_min_pixels=64 * 64, image_max_pixels=64 * 64,
+        coordinate_channels=True,  # with rotary positions alone, this small model never learned where things are
     )
     return VLMConfig(preset="tiny", image_size=64, encoder=encoder)
 
@@ -125,10 +124,10 @@ def build_vlm(config: VLMConfig) -> tuple[Qwen2_5_VLForConditionalGeneration, Wo
     processor = WordLevelProcessor.build(
         list(vocabulary()) + dialogue_words() + [ANSWER, END], vision["patch_size"], vision["spatial_merge_size"],
         vision["temporal_patch_size"], config.encoder.image_min_pixels, config.encoder.image_max_pixels,
-        coordinate_channels=config.coordinate_channels)
+        coordinate_channels=config.encoder.coordinate_channels)
     text = dict(config.encoder.text, vocab_size=processor.vocab_size, bos_token_id=None, eos_token_id=None,
                 pad_token_id=0)
-    vision = dict(vision, in_channels=5 if config.coordinate_channels else 3)
+    vision = dict(vision, in_channels=5 if config.encoder.coordinate_channels else 3)
     model_config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special_token_ids())
     return Qwen2_5_VLForConditionalGeneration(model_config), processor
 

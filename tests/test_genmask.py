@@ -112,6 +112,9 @@ def test_coordinate_channels_tell_the_dit_where_each_token_is() -> None:
     assert torch.equal(ramps[:, 1, :, 0], -torch.ones(3, 2, 7)) and torch.equal(ramps[:, 1, :, -1], torch.ones(3, 2, 7))
     plain = GenMask.from_preset("micro", overrides=["coordinate_channels=false"], vocabulary=WORDS)
     assert plain.config.transformer.in_channels == 4
+    reader = GenMask.from_preset("micro", overrides=["encoder.coordinate_channels=true"], vocabulary=WORDS).eval()
+    assert reader.instruction_encoder.config.vision_config.in_channels == 5 and reader.processor.coordinate_channels
+    assert len(reader.predict(images(2), TEXTS[:2])) == 2
 
 
 @pytest.mark.parametrize("steps", [1, 4])
