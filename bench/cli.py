@@ -1,4 +1,4 @@
-"""`python -m bench` / `bench`: list, run, score, report, data, train."""
+"""`python -m bench` / `bench`: list, run, score, report, data, train, ablate."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ EPILOG = """examples:
   bench report --results results
   bench data synth --out /tmp/synth
   bench train --model genmask --preset tiny --stage dit
+  bench ablate steps --budget small
 """
 
 
@@ -105,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (arguments after --model go to its trainer; see --model M --help)",
                            add_help=False)
     train.add_argument("--model", required=True)
+
+    ablate = sub.add_parser(
+        "ablate", help="run an ablation (see `bench list`) and write its table, plots and report",
+        description="Makes every cell (variant x seed) of the ablation NAME at a budget, reusing the cells already "
+                    "evaluated, then writes OUT/table.csv, table.md, plots/ and report.md from the cells on disk.")
+    ablate.add_argument("name", metavar="NAME", help="an ablation (bench/ablate/defs/NAME.toml), or all")
+    ablate.add_argument("--budget", default="smoke", choices=["smoke", "small", "full"],
+                        help="smoke: minutes on a CPU (the tests); small: the committed results; full: paper scale")
+    ablate.add_argument("--seeds", type=int, help="seeds per variant (default: the budget's)")
+    ablate.add_argument("--suite", nargs="+", help="evaluate on these suites (every split but train) instead")
+    ablate.add_argument("--data-root", help="root of the real datasets (default: $BENCH_DATA_ROOT)")
+    ablate.add_argument("--out", type=Path, help="output directory (default: results/ablations/NAME)")
+    ablate.add_argument("--resume", action="store_true", help="finish the cells a crash left half done")
+    ablate.add_argument("--only", metavar="VARIANT[:SEED]", help="make this one cell (or variant) and write no table")
+    ablate.add_argument("--collect", action="store_true",
+                        help="make nothing: assemble from the cells on disk and name the missing ones (exit 1)")
+    ablate.add_argument("--list-cells", action="store_true", help="print the cells, one VARIANT:SEED a line")
+    ablate.add_argument("--vae", help="pca: a diffusers AutoencoderKLWan folder (default: the shipped tiny VAE)")
+    ablate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base configuration key, e.g. checkpoint=/models/genmask (TOML value)")
     return parser
 
 
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from tabulate import tabulate
 
+    from bench.ablate import ablation_names
     from bench.models import MODELS
     from bench.suites import SUITES
     from bench.training import TRAINERS
@@ -147,6 +169,8 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
     trainable = set(TRAINERS.names())
     print(tabulate([[name, "yes" if name in trainable else ""] for name in MODELS.names()],
                    headers=["model", "bench train"], tablefmt="simple"))
+    print()
+    print(tabulate([[name] for name in ablation_names()], headers=["ablation (bench ablate)"], tablefmt="simple"))
     return 0
 
 
@@ -223,6 +247,28 @@ def cmd_train(args: argparse.Namespace, rest: list[str], command: str) -> int:
     return TRAINERS.get(args.model).main(rest)
 
 
+def cmd_ablate(args: argparse.Namespace, rest: list[str], command: str) -> int:
+    import tomllib
+
+    from bench.ablate import ablation_names
+    from bench.ablate.driver import Options, run
+
+    overrides = {}
+    for key, value in _key_values(args.set, "--set").items():
+        try:
+            overrides[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = value  # a bare string, e.g. a path
+    names = ablation_names() if args.name == "all" else [args.name]
+    if args.name == "all" and args.only:
+        raise BenchError("--only names a cell of one ablation, not of all")
+    codes = [run(Options(name=name, budget=args.budget, seeds=args.seeds, suites=args.suite, data_root=args.data_root,
+                         out=args.out / name if args.out and args.name == "all" else args.out, resume=args.resume,
+                         only=args.only, collect=args.collect, list_cells=args.list_cells, vae=args.vae,
+                         overrides=overrides)) for name in names]
+    return max(codes)
+
+
 def print_metrics(metrics: dict) -> None:
     """A small table: one row per split, percentages."""
     from tabulate import tabulate
@@ -239,4 +285,4 @@ def print_metrics(metrics: dict) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "score": cmd_score, "report": cmd_report, "data": cmd_data,
-            "train": cmd_train}
+            "train": cmd_train, "ablate": cmd_ablate}

@@ -1,0 +1,117 @@
+"""`bench ablate NAME`: resolve the cells of a budget, reuse the complete ones, make (or --resume) the rest,
+then assemble the table, plots and report from whatever cells are on disk, naming the missing ones."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.ablate.cells import Cell, cell_command, parse_only
+from bench.ablate.spec import Ablation, load_ablation
+from bench.errors import BenchError
+
+KIND_MODULES = {"eval": "bench.ablate.evaluate", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
+DEFAULT_OUT = Path("results/ablations")
+
+
+@dataclass
+class Options:
+    """The command line of `bench ablate`, parsed."""
+
+    name: str
+    budget: str = "smoke"
+    seeds: int | None = None
+    suites: list[str] | None = None
+    data_root: str | None = None
+    out: Path | None = None
+    resume: bool = False
+    only: str | None = None
+    collect: bool = False  # assemble from what is on disk; make nothing
+    list_cells: bool = False
+    vae: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def config_overrides(self) -> dict[str, Any]:
+        values = dict(self.overrides)
+        if self.suites:
+            values.update(suites=self.suites, splits=None)  # another suite: every split of it but train
+        if self.vae:
+            values["vae"] = self.vae
+        return values
+
+    def cell_flags(self) -> list[str]:
+        """Flags beside --budget/--only/--out that change a cell, for the command recorded with it."""
+        flags = [*(["--seeds", str(self.seeds)] if self.seeds is not None else []),
+                 *(["--suite", *self.suites] if self.suites else []),
+                 *(["--vae", self.vae] if self.vae else [])]
+        for key, value in sorted(self.overrides.items()):
+            flags += ["--set", f"{key}={value}"]
+        return flags
+
+
+def run(options: Options) -> int:
+    """Make and assemble; returns the exit code (0, or 1 when --collect finds cells missing)."""
+    ablation = load_ablation(options.name)
+    out = options.out or DEFAULT_OUT / ablation.name
+    kind = importlib.import_module(KIND_MODULES[ablation.kind])
+    seeds = ablation.seeds(options.budget, options.seeds)
+    overrides = options.config_overrides()
+    cells = resolve_cells(ablation, options.budget, seeds, overrides, kind, options.data_root)
+    if options.list_cells:
+        print("\n".join(cell.name for cell in cells))
+        return 0
+    chosen = cells
+    if options.only:
+        wanted = set(parse_only(options.only, ablation, options.budget, seeds))
+        chosen = [cell for cell in cells if (cell.variant, cell.seed) in wanted]
+    if not options.collect:
+        for cell in chosen:
+            make_cell(cell, out, options, kind)
+    if options.only:
+        return 0
+    missing = [(cell.name, cell_command(ablation.name, options.budget, cell.name, out, options.cell_flags()))
+               for cell in cells if not kind.is_complete(cell.directory(out))]
+    paths = kind.assemble(ablation, options.budget, cells, out, command_line(options, out), missing)
+    for name, command in missing:
+        print(f"missing: {name}; make it with: {command}", file=sys.stderr)
+    for path in paths:
+        print(f"wrote {path}")
+    return 1 if missing else 0
+
+
+def resolve_cells(ablation: Ablation, budget: str, seeds: list[int], overrides: dict[str, Any], kind: Any,
+                  data_root: str | None) -> list[Cell]:
+    """Every (variant, seed) of the budget, in variant order then seed order."""
+    cells = []
+    fingerprints: dict[str, dict[str, str]] = {}
+    for variant in ablation.variant_names(budget):
+        config = ablation.resolve(variant, budget, overrides)
+        data = fingerprints.setdefault(repr(kind.data_identity(config)), kind.fingerprints(config, data_root))
+        cells += [Cell(ablation.name, variant, seed, budget, config, data) for seed in seeds]
+    return cells
+
+
+def make_cell(cell: Cell, out: Path, options: Options, kind: Any) -> None:
+    """Reuse a complete cell; finish a partial one with --resume (refuse without); else make it."""
+    directory = cell.directory(out)
+    if kind.is_complete(directory):
+        print(f"reused {cell.name}: {directory}", file=sys.stderr)
+        return
+    started = kind.is_started(directory)
+    if started and not options.resume:
+        raise BenchError(f"cell {cell.name} in {directory} was interrupted; pass --resume to finish it")
+    command = cell_command(cell.ablation, cell.budget, cell.name, out, options.cell_flags())
+    print(f"{'resuming' if started else 'making'} {cell.name}: {directory}", file=sys.stderr)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    kind.make(cell, directory, command, options.data_root, resume=started)
+
+
+def command_line(options: Options, out: Path) -> str:
+    """The command that assembles this ablation's outputs (named in its report)."""
+    import shlex
+
+    return shlex.join(["python", "-m", "bench", "ablate", options.name, "--budget", options.budget,
+                       "--out", Path(out).as_posix(), *options.cell_flags()])

@@ -1,0 +1,185 @@
+"""Ablation files: a base configuration, named variants as overrides of it, budgets, claims; strict keys.
+
+An ablation is one TOML file in `bench/ablate/defs/` (nanoGPT-style config files: a base plus overrides):
+
+    question = "..."               # what the ablation answers
+    kind = "eval"                  # how a cell is made: "eval" (a runner evaluation) or "pca" (a measurement)
+    reference = "1-step"           # the variant every other is compared with
+    plot_x = "steps"               # optional: the model_args key the plots put on the x axis
+    [base]                         # the kind's configuration keys (EvalConfig, PcaConfig)
+    [variants.NAME]                # overrides of base keys; a table value (model_args) is merged into base's
+    [budgets.smoke|small|full]     # overrides of base keys, plus `seeds` and `variants` (the subset to run)
+    [[claims]]                     # text, rule, metric, margin, paper: judged by bench.ablate.verdicts
+
+Every key is checked: an unknown one is an error naming the file and suggesting the closest known key.
+Future training ablations add a kind whose configuration carries GenMask training keys (`bench train
+--model genmask` overrides such as `train.seg_sampler_params={'a': 0.1}`), trained, then evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+DEFS = Path(__file__).parent / "defs"
+BUDGETS = ("smoke", "small", "full")
+TOP_KEYS = ("question", "kind", "reference", "plot_x", "base", "variants", "budgets", "claims")
+BUDGET_KEYS = ("seeds", "variants")  # a budget's own keys, beside overrides of the base configuration
+CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """A cell of kind "eval": one `bench run` of a registered model (its fields are RunSpec's)."""
+
+    model: str = "genmask"
+    checkpoint: str | None = None  # None: the model's own (GenMask: the shipped tiny checkpoint)
+    model_args: dict[str, str] = field(default_factory=dict)
+    suites: list[str] = field(default_factory=lambda: ["synthref"])
+    splits: list[str] | None = None  # None: every split but train
+    limit: int | None = None
+    batch_size: int = 8
+    device: str = "cpu"
+    bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
+class PcaConfig:
+    """A cell of kind "pca": PCA and linear probes of one VAE's latents (see bench.ablate.pca)."""
+
+    vae: str = "genmask/checkpoints/tiny/vae"  # a diffusers AutoencoderKLWan folder; relative: to the project
+    suite: str = "synthref"
+    fit_split: str = "train"  # images whose latents fit the PCA and train the probes
+    test_split: str = "val"  # images the PC1 maps and probes are scored on
+    fit_images: int = 256
+    test_images: int = 128
+    t_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0])
+    probe_repeats: int = 1  # noise draws per fitting latent when training a probe
+    bootstrap: int = 1000
+
+
+KINDS: dict[str, type] = {"eval": EvalConfig, "pca": PcaConfig}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim the ablation judges: agrees / disagrees / inconclusive by `rule` (bench.ablate.verdicts)."""
+
+    text: str
+    rule: str
+    metric: str = "ciou"
+    margin: float = 0.0
+    paper: str = ""  # the paper's statement or number, shown beside ours
+    at_t: float | None = None  # pca: the noise level the probe claim is judged at
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation file, parsed and checked."""
+
+    name: str
+    path: Path
+    question: str
+    kind: str
+    reference: str
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]]  # name -> overrides, in file order
+    budgets: dict[str, dict[str, Any]]
+    claims: list[Claim]
+    plot_x: str | None = None
+
+    @property
+    def config_class(self) -> type:
+        return KINDS[self.kind]
+
+    def budget(self, name: str) -> dict[str, Any]:
+        if name not in self.budgets:
+            raise BenchError(f"ablation {self.name!r} has no budget {name!r}; budgets: {', '.join(self.budgets)}")
+        return self.budgets[name]
+
+    def seeds(self, budget: str, override: int | None = None) -> list[int]:
+        """Seed k of every variant is seed k: the same samples, batches and noise."""
+        count = override if override is not None else self.budget(budget).get("seeds", 1)
+        if count < 1:
+            raise BenchError(f"--seeds must be at least 1, got {count}")
+        return list(range(count))
+
+    def variant_names(self, budget: str) -> list[str]:
+        return list(self.budget(budget).get("variants", self.variants))
+
+    def resolve(self, variant: str, budget: str, overrides: dict[str, Any] | None = None) -> Any:
+        """The variant's configuration: base, then the budget's overrides, then the command line's, then the
+        variant's (a table value merged key by key), as the kind's dataclass."""
+        if variant not in self.variants:
+            raise BenchError(unknown(f"variant of ablation {self.name!r}", variant, list(self.variants)))
+        values: dict[str, Any] = {}
+        budget_values = {k: v for k, v in self.budget(budget).items() if k not in BUDGET_KEYS}
+        for layer in (self.base, budget_values, overrides or {}, self.variants[variant]):
+            check_keys(layer, [f.name for f in dataclasses.fields(self.config_class)], f"{self.path.name}")
+            for key, value in layer.items():
+                merged = isinstance(value, dict) and isinstance(values.get(key), dict)
+                values[key] = {**values[key], **value} if merged else value
+        if "model_args" in values:
+            values["model_args"] = {k: str(v) for k, v in values["model_args"].items()}
+        return self.config_class(**values)
+
+
+def unknown(what: str, name: str, known: list[str]) -> str:
+    """'unknown WHAT 'name'. Did you mean ...? Known: ...'."""
+    close = difflib.get_close_matches(name, known, n=2)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {what} {name!r}.{hint} Known: {', '.join(known)}"
+
+
+def check_keys(table: dict[str, Any], known: list[str] | tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise BenchError(f"{where}: {unknown('key', key, list(known))}")
+
+
+def ablation_names() -> list[str]:
+    """The ablation files' names, without reading them (`bench list` stays light)."""
+    return sorted(path.stem for path in DEFS.glob("*.toml"))
+
+
+def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
+    """Parse and check `directory/NAME.toml`."""
+    path = Path(directory) / f"{name}.toml"
+    if not path.is_file():
+        raise BenchError(unknown("ablation", name, sorted(p.stem for p in Path(directory).glob("*.toml"))))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: not valid TOML ({exc})") from None
+    check_keys(data, TOP_KEYS, path.name)
+    kind = data.get("kind", "eval")
+    if kind not in KINDS:
+        raise BenchError(f"{path.name}: {unknown('kind', kind, list(KINDS))}")
+    variants = data.get("variants", {})
+    budgets = data.get("budgets", {})
+    for budget, values in budgets.items():
+        if budget not in BUDGETS:
+            raise BenchError(f"{path.name}: {unknown('budget', budget, list(BUDGETS))}")
+        for variant in values.get("variants", []):
+            if variant not in variants:
+                raise BenchError(f"{path.name}: budget {budget}: {unknown('variant', variant, list(variants))}")
+    claims = []
+    for claim in data.get("claims", []):
+        check_keys(claim, CLAIM_KEYS, f"{path.name}: claim")
+        claims.append(Claim(**claim))
+    reference = data.get("reference", next(iter(variants), ""))
+    if reference not in variants:
+        raise BenchError(f"{path.name}: reference {reference!r} is not a variant")
+    ablation = Ablation(name=name, path=path, question=data.get("question", ""), kind=kind, reference=reference,
+                        base=data.get("base", {}), variants=variants, budgets=budgets, claims=claims,
+                        plot_x=data.get("plot_x"))
+    for budget in budgets:  # every variant resolves under every budget: unknown keys fail at load time
+        for variant in ablation.variant_names(budget):
+            ablation.resolve(variant, budget)
+    return ablation
