@@ -120,8 +120,10 @@ class Ablation:
             raise BenchError(unknown(f"variant of ablation {self.name!r}", variant, list(self.variants)))
         values: dict[str, Any] = {}
         budget_values = {k: v for k, v in self.budget(budget).items() if k not in BUDGET_KEYS}
-        for layer in (self.base, budget_values, overrides or {}, self.variants[variant]):
-            check_keys(layer, [f.name for f in dataclasses.fields(self.config_class)], f"{self.path.name}")
+        layers = {"base": self.base, f"budget {budget}": budget_values, "the command line": overrides or {},
+                  f"variant {variant}": self.variants[variant]}
+        for where, layer in layers.items():
+            check_keys(layer, [f.name for f in dataclasses.fields(self.config_class)], f"{self.path.name}, {where}")
             for key, value in layer.items():
                 merged = isinstance(value, dict) and isinstance(values.get(key), dict)
                 values[key] = {**values[key], **value} if merged else value

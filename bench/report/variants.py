@@ -17,8 +17,13 @@ SUMMARY_NAME = "report.md"  # an ablation's summary, written by another command 
 def ablations_section(
     results_dir: Path, groups: dict[str, list[Run]], generated: str
 ) -> tuple[list[str], Files]:
-    """One line per group in REPORT.md and one page per group tabling its variants; nothing without groups."""
-    if not groups:
+    """One line per group in REPORT.md and one page per group tabling its variants, then a line for every other
+    ablation summary (`ablations/<name>/report.md` of an ablation that makes no runs, e.g. a measurement);
+    nothing without either."""
+    folders = group_folders(list(groups))
+    summaries_only = sorted(path.parent.name for path in (results_dir / ABLATIONS_DIR).glob(f"*/{SUMMARY_NAME}")
+                            if f"{ABLATIONS_DIR}/{path.parent.name}" not in folders.values())
+    if not groups and not summaries_only:
         return [], {}
     lines = [
         "## Ablations",
@@ -28,7 +33,7 @@ def ablations_section(
         "",
     ]
     files: Files = {}
-    for group, folder in group_folders(list(groups)).items():
+    for group, folder in folders.items():
         page, summary = f"{folder}/{PAGE_NAME}", f"{folder}/{SUMMARY_NAME}"
         summary = summary if (results_dir / summary).is_file() else None
         variants = groups[group]
@@ -40,6 +45,9 @@ def ablations_section(
         if summary:
             line += f"; summary: [{summary}]({link(REPORT, summary)})"
         lines.append(line)
+    for name in summaries_only:
+        summary = f"{ABLATIONS_DIR}/{name}/{SUMMARY_NAME}"
+        lines.append(f"- [{link_text(name)}]({link(REPORT, summary)}): a measurement, no runs")
     return lines + [""], files
 
 
