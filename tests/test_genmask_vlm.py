@@ -121,3 +121,12 @@ def test_coordinate_channels_carry_x_and_y_patch_by_patch(tmp_path) -> None:
     assert len(set(zip(x_mean.tolist(), y_mean.tolist(), strict=True))) == len(patches)  # every patch differs
     processor.save(tmp_path)
     assert type(processor).load(tmp_path).coordinate_channels
+
+
+def test_a_dialogue_stream_of_one_kind_skips_scenes_without_it() -> None:
+    from bench.synth import dialogue_sample
+
+    kinds = {dialogue_sample(0, index, {"where": 1.0})[1].kind for index in range(60)}
+    assert kinds == {"where"}
+    mixed = {"caption": 1.0, "refer": 1.0}
+    assert dialogue_sample(3, 9, mixed)[1] == dialogue_sample(3, 9, mixed)[1]  # a pure function of (seed, index)

@@ -89,7 +89,14 @@ def iter_captions(seed: int, image_size: int = 64) -> Iterator[tuple[np.ndarray,
 
 def dialogue_sample(seed: int, index: int, weights: dict[str, float],
                     image_size: int = 64) -> tuple[np.ndarray, Dialogue]:
-    """Item `index` of the dialogue stream: a fresh scene and one question about it, its kind drawn by `weights`."""
-    rng = _stream_rng(seed, DIALOGUE_STREAM, index)
-    scene = generate_scene(rng, image_size)
-    return scene.image, pick_dialogue(scene_dialogues(scene, rng), rng, weights)
+    """Item `index` of the dialogue stream: a fresh scene and one question about it, its kind drawn by `weights`;
+    a scene with no question of the weighted kinds is replaced by the next draw of the same item."""
+    attempt = 0
+    while True:
+        key = (DIALOGUE_STREAM, index) if attempt == 0 else (DIALOGUE_STREAM, index, attempt)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+        scene = generate_scene(rng, image_size)
+        dialogues = [d for d in scene_dialogues(scene, rng) if weights.get(d.kind, 0) > 0]
+        if dialogues:
+            return scene.image, pick_dialogue(dialogues, rng, weights)
+        attempt += 1
