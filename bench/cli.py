@@ -248,9 +248,10 @@ def cmd_train(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace, rest: list[str], command: str) -> int:
+    import dataclasses
     import tomllib
 
-    from bench.ablate import ablation_names
+    from bench.ablate import ablation_names, load_ablation
     from bench.ablate.driver import Options, run
 
     overrides = {}
@@ -262,10 +263,15 @@ def cmd_ablate(args: argparse.Namespace, rest: list[str], command: str) -> int:
     names = ablation_names() if args.name == "all" else [args.name]
     if args.name == "all" and args.only:
         raise BenchError("--only names a cell of one ablation, not of all")
-    codes = [run(Options(name=name, budget=args.budget, seeds=args.seeds, suites=args.suite, data_root=args.data_root,
-                         out=args.out / name if args.out and args.name == "all" else args.out, resume=args.resume,
-                         only=args.only, collect=args.collect, list_cells=args.list_cells, vae=args.vae,
-                         overrides=overrides)) for name in names]
+    codes = []
+    for name in names:  # under "all", --suite and --vae go to the ablations that have such a key
+        keys = {f.name for f in dataclasses.fields(load_ablation(name).config_class)} if args.name == "all" else None
+        codes.append(run(Options(
+            name=name, budget=args.budget, seeds=args.seeds, data_root=args.data_root, resume=args.resume,
+            suites=args.suite if keys is None or "suites" in keys else None,
+            vae=args.vae if keys is None or "vae" in keys else None,
+            out=args.out / name if args.out and args.name == "all" else args.out, only=args.only,
+            collect=args.collect, list_cells=args.list_cells, overrides=overrides)))
     return max(codes)
 
 

@@ -178,7 +178,7 @@ def test_pca_smoke_measures_probes_and_pc1_and_reuses_the_measurement(tmp_path, 
     clean, noise = result["probes"]["mask"][0], result["probes"]["mask"][-1]
     assert clean["giou"] > 0.5 > noise["giou"]  # at t = 0 the mask is readable, from pure noise it is not
     report = (out / "report.md").read_text()
-    assert report.count("**agrees**") + report.count("**disagrees**") + report.count("**inconclusive**") == 2
+    assert report.count("**agrees**") + report.count("**disagrees**") + report.count("**inconclusive**") == 3
     pngs = {path.name: path.read_bytes() for path in (out / "plots").glob("*.png")}
     assert set(pngs) == {f"{cell.name.rsplit('-', 1)[0]}-probes.png", f"{cell.name.rsplit('-', 1)[0]}-pc1.png"}
     capsys.readouterr()

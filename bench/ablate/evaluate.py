@@ -95,7 +95,8 @@ def _setting(config: EvalConfig, budget: str, cells: list[Cell], rows: list) -> 
     return [f"- model: `{config.model}`, checkpoint: {config.checkpoint or 'the model default (GenMask: shipped tiny)'}",
             f"- data: {', '.join(config.suites)}, splits {', '.join(config.splits or ['all but train'])}"
             + (f", first {config.limit} per split" if config.limit else "") + f": {n} samples pooled",
-            f"- seeds: {sorted({c.seed for c in cells})}; device {config.device}, batch size {config.batch_size}",
+            f"- seeds: {sorted({c.seed for c in cells})}; device {config.device}, batch size {config.batch_size}; "
+            "latency is wall time on whatever else the machine was running (a shared one varies from run to run)",
             f"- data fingerprints: {', '.join(f'{k}: {v}' for k, v in sorted(cells[0].data.items()))}"]
 
 

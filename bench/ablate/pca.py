@@ -251,10 +251,14 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
                "mask latent; image probe: any shape from the image latent. Interval: bootstrap over images; "
                "mask - image: paired bootstrap on the same images. CSV: [table.csv](table.csv)."]
     config = cells[0].config
+    counts = (done[0][1]["fit_count"], done[0][1]["test_count"]) if done else (config.fit_images, config.test_images)
     setting = [f"- VAE: `{config.vae}` (diffusers AutoencoderKLWan; fingerprint {cells[0].data.get('vae')}), "
                "latents normalised by its latents_mean / latents_std",
-               f"- data: {config.suite}, {config.fit_images} images of {config.fit_split} fit the PCA and the probes, "
-               f"{config.test_images} of {config.test_split} score them (one referred object per image)",
+               f"- data: {config.suite}, {counts[0]} images of {config.fit_split} fit the PCA and the probes, "
+               f"{counts[1]} of {config.test_split} score them (the first sample of each image: one referred "
+               f"object; at most {config.fit_images} / {config.test_images} images)",
+               "- probes: one logistic regression (scikit-learn defaults) per noise level, on single positions' "
+               "channel vectors (the paper does not say what its linear classifier sees)",
                f"- t grid: {', '.join(f'{t:g}' for t in config.t_grid)}; noise draws per fitting latent: "
                f"{config.probe_repeats}; seeds {sorted({c.seed for c in cells})}; bootstrap {config.bootstrap}"]
     files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots, missing)
@@ -266,20 +270,24 @@ def _pct_interval(interval: list[float] | None) -> str:
 
 
 def _verdict(claim: Any, result: dict[str, Any], protocol: Protocol) -> Verdict:
-    """Rules: "pc1-iou-above" (PC1 maps' mean IoU above the margin) and "mask-probe-above-image-probe"
-    (at t = at_t, mask probe IoU minus image probe IoU above the margin, paired over images)."""
+    """Rules: "pc1-iou-above" (PC1 maps' mean IoU above the margin), "mask-probe-iou-above" (the mask probe's
+    IoU at t = at_t above the margin) and "mask-probe-above-image-probe" (at t = at_t, mask probe IoU minus
+    image probe IoU above the margin, paired over images)."""
+    at = {entry["t"]: entry for entry in result["probes"]["mask"]}, {e["t"]: e for e in result["probes"]["image"]}
+    if claim.rule != "pc1-iou-above" and claim.at_t not in at[0]:
+        raise BenchError(f"claim {claim.text!r}: at_t {claim.at_t} is not on the t grid")
     if claim.rule == "pc1-iou-above":
         value, interval, quantity = result["pc1"]["giou"], result["pc1"]["giou_ci95"], "mean IoU of PC1 maps"
+    elif claim.rule == "mask-probe-iou-above":
+        entry = at[0][claim.at_t]
+        value, interval, quantity = entry["giou"], entry["giou_ci95"], f"mask probe IoU at t = {claim.at_t:g}"
     elif claim.rule == "mask-probe-above-image-probe":
-        at = {entry["t"]: entry for entry in result["probes"]["mask"]}, {e["t"]: e for e in result["probes"]["image"]}
-        if claim.at_t not in at[0]:
-            raise BenchError(f"claim {claim.text!r}: at_t {claim.at_t} is not on the t grid")
         diff = paired_bootstrap(_scores_of(at[0][claim.at_t]), _scores_of(at[1][claim.at_t]), protocol)["giou"]
         value, interval = diff["difference"], diff["ci95"]
         quantity = f"IoU(mask probe) - IoU(image probe) at t = {claim.at_t:g}"
     else:
         raise BenchError(f"claim rule {claim.rule!r} is not one the pca ablation knows "
-                         "(pc1-iou-above, mask-probe-above-image-probe)")
+                         "(pc1-iou-above, mask-probe-iou-above, mask-probe-above-image-probe)")
     return Verdict(claim.text, quantity, value, interval, claim.margin, "above",
                    judge(value, interval, claim.margin, "above"), claim.paper)
 
