@@ -189,6 +189,12 @@ class RunLock:
         self._fd = fd
         return self
 
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def release(self) -> None:
         """Remove the lock file and free the lock (removing first, so no one locks a file about to vanish)."""
         if self._fd is None:

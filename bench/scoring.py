@@ -18,7 +18,7 @@ from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
 from bench.predictions import index_predictions, read_line, write_records
 from bench.provenance import git_commit, package_versions
-from bench.rundir import RunDir, RunRecord, default_run_path, now_iso
+from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
@@ -59,34 +59,35 @@ def score_predictions(
         run_warnings.append(f"{n_outside} predictions in {predictions} are not in {suite_name}/{split} and were ignored")
     evaluator = SegmentationEvaluator(protocol)
     rundir.path.mkdir(parents=True, exist_ok=True)
-    with open(predictions, "rb") as handle:
-        write_records(rundir.predictions(suite_name), _scored(samples, index, handle, predictions, evaluator))
-    n_missing = len(samples) - sum(s.sample_id in index for s in samples)
-    if n_missing:
-        run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as empty masks")
-    metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
-    rundir.write_metrics(suite_name, metrics)
-    now = now_iso()
-    spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
-            "data_root": data_root, "suite_args": suite_args, "protocol": protocol.to_dict(), "label": label}
-    rundir.write(RunRecord(
-        model=MODEL_NAME,
-        suites=[suite_name],
-        splits={suite_name: [split]},
-        status="complete",
-        label=label or predictions.stem,
-        spec=spec,
-        command=command,
-        model_config={"predictions": str(predictions)},
-        protocol={**protocol.to_dict(), suite_name: suite.protocol()},
-        git_commit=git_commit(),
-        versions=package_versions(),
-        dataset_fingerprints={suite_name: suite.fingerprint()},
-        warnings=run_warnings,
-        created=now,
-        updated=now,
-    ))
-    return rundir.path, metrics
+    with RunLock(rundir.path):  # a run, or another bench score, writing the same directory is refused
+        with open(predictions, "rb") as handle:
+            write_records(rundir.predictions(suite_name), _scored(samples, index, handle, predictions, evaluator))
+        n_missing = len(samples) - sum(s.sample_id in index for s in samples)
+        if n_missing:
+            run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as empty masks")
+        metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
+        rundir.write_metrics(suite_name, metrics)
+        now = now_iso()
+        spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
+                "data_root": data_root, "suite_args": suite_args, "protocol": protocol.to_dict(), "label": label}
+        rundir.write(RunRecord(
+            model=MODEL_NAME,
+            suites=[suite_name],
+            splits={suite_name: [split]},
+            status="complete",
+            label=label or predictions.stem,
+            spec=spec,
+            command=command,
+            model_config={"predictions": str(predictions)},
+            protocol={**protocol.to_dict(), suite_name: suite.protocol()},
+            git_commit=git_commit(),
+            versions=package_versions(),
+            dataset_fingerprints={suite_name: suite.fingerprint()},
+            warnings=run_warnings,
+            created=now,
+            updated=now,
+        ))
+        return rundir.path, metrics
 
 
 def _scored(samples: list[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,

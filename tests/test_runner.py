@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +307,16 @@ def test_replay_model_reproduces_a_runs_predictions(tmp_path, data_root):
     _, out = _run(tmp_path, data_root, "--model", "replay", "--split", "val", "--model-arg", f"predictions={partial}",
                   name="partial")
     assert _metrics(out)["splits"]["val"]["n_failed"] == 1
+    huge = json.loads(first[0]) | {"segmentation": {"size": [40000, 40000], "counts": [1_600_000_000]}}
+    partial.write_text("\n".join([json.dumps(huge), *first[1:]]) + "\n")  # a valid RLE: 1.6 GB if decoded
+    tracemalloc.start()
+    _, out = _run(tmp_path, data_root, "--model", "replay", "--split", "val", "--model-arg", f"predictions={partial}",
+                  name="huge")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20  # refused from the declared size, never decoded
+    failed = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sum(r["status"] == "failed" for r in failed) == 1 and "mask size (40000, 40000)" in str(failed)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, data_root, capsys):

@@ -14,7 +14,9 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from bench.cli import main
+from bench.errors import BenchError
 from bench.masks import encode_rle
+from bench.scoring import score_predictions
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,3 +164,23 @@ def test_bench_score_imports_no_deep_learning_library(tmp_path, data_root):
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=REPO,
                             check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bench_score_refuses_a_directory_another_run_is_writing(tmp_path, data_root):
+    predictions = tmp_path / "empty.jsonl"
+    predictions.write_text("", encoding="utf-8")
+    out = tmp_path / "busy"
+    out.mkdir()
+    holder = subprocess.Popen(  # another process holds the run directory's lock, as a run in progress does
+        [sys.executable, "-c", "import sys, time; from bench.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+         "print('ready', flush=True); time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(BenchError, match="is being written by another run"):
+            score_predictions("refcoco", "val", predictions, out=out, data_root=str(data_root), overwrite=True)
+        assert not (out / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    score_predictions("refcoco", "val", predictions, out=out, data_root=str(data_root), overwrite=True)
+    assert (out / "run.json").exists() and not (out / ".lock").exists()

@@ -87,6 +87,10 @@ class ReplayModel(SegModel):
             record = self._records.get(x.sample.sample_id)
             if record is None or record["segmentation"] is None:
                 raise SampleError(f"no prediction for sample {x.sample.sample_id!r} in {self.predictions_path}")
+            size = tuple(record["segmentation"]["size"])
+            if size != (x.sample.height, x.sample.width):  # checked before decoding allocates h x w
+                raise SampleError(f"{self.predictions_path}: mask size {size} differs from the image size "
+                                  f"{(x.sample.height, x.sample.width)}")
             masks.append(decode_rle(record["segmentation"]))
         return masks
 
