@@ -130,3 +130,17 @@ def test_a_dialogue_stream_of_one_kind_skips_scenes_without_it() -> None:
     assert kinds == {"where"}
     mixed = {"caption": 1.0, "refer": 1.0}
     assert dialogue_sample(3, 9, mixed)[1] == dialogue_sample(3, 9, mixed)[1]  # a pure function of (seed, index)
+
+
+def test_the_committed_foundation_reads_colours() -> None:
+    """The shipped tiny VLM answers colour questions far above chance (1 in 6); grounding it has not learned yet
+    (genmask/checkpoints/foundations/RECIPE.md)."""
+    from pathlib import Path
+
+    from genmask.vlm import answer_accuracy, draw_dialogues
+
+    directory = Path(__file__).resolve().parents[1] / "genmask" / "checkpoints" / "foundations" / "vlm-tiny"
+    model, processor, config = load_foundation(directory)
+    config.train.kind_weights = {"colour": 1.0}
+    data = draw_dialogues(123, range(96), config)
+    assert answer_accuracy(model, processor, data, config.encoder.max_tokens)["exact"] > 0.45
