@@ -44,7 +44,8 @@ from bench.training.cache import cached_arrays
 from bench.training.checkpoint import Checkpoint
 from bench.training.ema import EMA, averaged
 from bench.training.log import JsonlLog
-from bench.training.process import agree, launched_as_main, make_accelerator
+from bench.training.loop import StepLoop
+from bench.training.process import launched_as_main, make_accelerator
 from bench.training.schedule import LRSchedule
 from bench.training.seeding import step_generator
 from bench.training.validation import ciou, sample_scores, validation_metrics
@@ -329,54 +330,24 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
         state, schedule = checkpoint.resume(model, optimizer, schedule, ema=ema, new_schedule=new_schedule)
         start, wall_before = state["step"], state.get("wall_seconds", 0.0)
     loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), optimizer)
-    log, begin, last_save = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
-    smoothed, done = None, start
-    progress = tqdm(range(start, train.steps), initial=start, total=train.steps, desc="dit", disable=not main)
-
-    def wall() -> float:
-        return wall_before + time.time() - begin
-
-    def save(step: int) -> None:
-        checkpoint.save(model, optimizer, step=step, wall_seconds=wall(), schedule=schedule, ema=ema)
-
-    for step in progress:
+    loop = StepLoop(accelerator=accelerator, model=model, parameters=trainable, optimizer=optimizer,
+                    schedule=schedule, ema=ema, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),
+                    stage="dit", train=train, start=start, wall_before=wall_before)
+    for step in loop.steps():
         batch = make_batch(model, seg, captions, step, accelerator.process_index, accelerator.num_processes)
-        lr = schedule.apply(optimizer, step)
+        loop.learning_rate(step)
         loss = loss_module(**{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()})
-        optimizer.zero_grad()
-        accelerator.backward(loss)
-        if train.grad_clip:
-            accelerator.clip_grad_norm_(trainable, train.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update()
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        progress.set_postfix(loss=f"{smoothed:.4f}")
-        done = step + 1
-        if step % 50 == 0:
-            log.write({"stage": "dit", "step": step, "loss": loss.item(), "smoothed": smoothed, "lr": lr, "wall": wall()})
-        if train.eval_every and done % train.eval_every == 0 and main:
-            with averaged(ema):
-                log.write({"stage": "dit", "step": done, "val_1step": evaluate(model, val, 1), "wall": wall()})
-        if main and time.time() - last_save > train.checkpoint_minutes * 60:
-            save(done)
-            last_save = time.time()
-        # the same config on every process, so only a time limit costs a collective per step
-        out_of_time = bool(train.max_minutes) and agree(accelerator, time.time() - begin > train.max_minutes * 60)
-        if out_of_time or done == train.stop_at_step:
-            progress.close()
+        if loop.step(step, loss, validate=lambda: {"val_1step": evaluate(model, val, 1)}):
             break
-    accelerator.wait_for_everyone()
-    if not main:
+    if not loop.finish():
         return {}
-    save(done)
     model.eval()
     with averaged(ema):
-        metrics = {"step": done, "wall_seconds": wall(),
+        metrics = {"step": loop.done, "wall_seconds": loop.wall(),
                    "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4)}
         model.save_pretrained(out / "final")
     (out / "final" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    log.write({"stage": "dit", "final": metrics})
+    loop.log.write({"stage": "dit", "final": metrics})
     return metrics
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
 
 from bench.training import Trainer
 from bench.training.checkpoint import Checkpoint
 from bench.training.ema import EMA, averaged
 from bench.training.log import JsonlLog
-from bench.training.process import agree, launched_as_main, make_accelerator
+from bench.training.loop import StepLoop
+from bench.training.process import launched_as_main, make_accelerator
 from bench.training.schedule import LRSchedule
 from genmask.config import EncoderConfig, apply_nested, apply_overrides, load_override_file
 from genmask.processor import WordLevelProcessor, load_processor, special_token_ids
@@ -220,57 +219,27 @@ def train_vlm(config: VLMConfig, out: Path, resume: bool = False, new_schedule: 
         state, schedule = checkpoint.resume(model, optimizer, schedule, ema=ema, new_schedule=new_schedule)
         start, wall_before = state["step"], state.get("wall_seconds", 0.0)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    log, begin, last_save = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
     rank, world = accelerator.process_index, accelerator.num_processes
-
-    def wall() -> float:
-        return wall_before + time.time() - begin
-
-    def save(step: int) -> None:
-        checkpoint.save(model, optimizer, step=step, wall_seconds=wall(), schedule=schedule, ema=ema)
-
-    done, smoothed = start, None
-    progress = tqdm(range(start, train.steps), initial=start, total=train.steps, desc="vlm", disable=not main)
-    for step in progress:
+    loop = StepLoop(accelerator=accelerator, model=model, parameters=model.parameters(), optimizer=optimizer,
+                    schedule=schedule, ema=ema, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),
+                    stage="vlm", train=train, start=start, wall_before=wall_before)
+    for step in loop.steps():
         first_index = (step * world + rank) * train.batch_size  # every (step, rank) draws its own fresh scenes
         data = draw_dialogues(train.seed, range(first_index, first_index + train.batch_size), config)
         inputs = tokenise(processor, data.images, data.prompts, data.answers, config.encoder.max_tokens)
-        lr = schedule.apply(optimizer, step)
+        loop.learning_rate(step)
         loss = prepared(**{k: v.to(accelerator.device) for k, v in inputs.items()}, use_cache=False).loss
-        optimizer.zero_grad()
-        accelerator.backward(loss)
-        if train.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update()
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        progress.set_postfix(loss=f"{smoothed:.3f}")
-        done = step + 1
-        if step % 50 == 0:
-            log.write({"stage": "vlm", "step": step, "loss": loss.item(), "smoothed": smoothed, "lr": lr, "wall": wall()})
-        if train.eval_every and done % train.eval_every == 0 and main:
-            with averaged(ema):
-                log.write({"stage": "vlm", "step": done, "val": answer_accuracy(model, processor, val,
-                                                                                config.encoder.max_tokens),
-                           "wall": wall()})
-        if main and time.time() - last_save > train.checkpoint_minutes * 60:
-            save(done)
-            last_save = time.time()
-        out_of_time = bool(train.max_minutes) and agree(accelerator, time.time() - begin > train.max_minutes * 60)
-        if out_of_time or done == train.stop_at_step:
-            progress.close()
+        if loop.step(step, loss, validate=lambda: {"val": answer_accuracy(model, processor, val,
+                                                                          config.encoder.max_tokens)}):
             break
-    accelerator.wait_for_everyone()
-    if not main:
+    if not loop.finish():
         return {}
-    save(done)
     with averaged(ema):
-        metrics = {"step": done, "wall_seconds": wall(),
+        metrics = {"step": loop.done, "wall_seconds": loop.wall(),
                    "val": answer_accuracy(model, processor, val, config.encoder.max_tokens)}
         save_foundation(model, processor, config, out / "final")
     (out / "final" / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    log.write({"stage": "vlm", "final": metrics})
+    loop.log.write({"stage": "vlm", "final": metrics})
     return metrics
 
 
