@@ -188,10 +188,9 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr)
     schedule = LRSchedule(train.vae_lr, train.warmup_steps, train.vae_steps, train.min_lr_ratio)
     ema = EMA(vae, train.ema_decay) if train.ema_decay else None
-    checkpoint, start, wall_before = Checkpoint(out), 0, 0.0
-    if resume:
-        state, schedule = checkpoint.resume(vae, optimizer, schedule, ema=ema, new_schedule=new_schedule)
-        start, wall_before = state["step"], state.get("wall_seconds", 0.0)
+    checkpoint = Checkpoint(out)
+    schedule, start, wall_before = checkpoint.start(vae, optimizer, schedule, ema=ema, resume=resume,
+                                                    new_schedule=new_schedule)
     loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), optimizer)
     main = accelerator.is_main_process
     log, last_save, begin = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
@@ -325,10 +324,9 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
     schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
     ema = EMA(model, train.ema_decay) if train.ema_decay else None
-    checkpoint, start, wall_before = Checkpoint(out), 0, 0.0
-    if resume:
-        state, schedule = checkpoint.resume(model, optimizer, schedule, ema=ema, new_schedule=new_schedule)
-        start, wall_before = state["step"], state.get("wall_seconds", 0.0)
+    checkpoint = Checkpoint(out)
+    schedule, start, wall_before = checkpoint.start(model, optimizer, schedule, ema=ema, resume=resume,
+                                                    new_schedule=new_schedule)
     loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), optimizer)
     loop = StepLoop(accelerator=accelerator, model=model, parameters=trainable, optimizer=optimizer,
                     schedule=schedule, ema=ema, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),

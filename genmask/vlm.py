@@ -214,10 +214,9 @@ def train_vlm(config: VLMConfig, out: Path, resume: bool = False, new_schedule: 
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
     ema = EMA(model, train.ema_decay) if train.ema_decay else None
-    checkpoint, start, wall_before = Checkpoint(out), 0, 0.0
-    if resume:
-        state, schedule = checkpoint.resume(model, optimizer, schedule, ema=ema, new_schedule=new_schedule)
-        start, wall_before = state["step"], state.get("wall_seconds", 0.0)
+    checkpoint = Checkpoint(out)
+    schedule, start, wall_before = checkpoint.start(model, optimizer, schedule, ema=ema, resume=resume,
+                                                    new_schedule=new_schedule)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     loop = StepLoop(accelerator=accelerator, model=model, parameters=model.parameters(), optimizer=optimizer,

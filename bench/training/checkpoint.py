@@ -42,6 +42,14 @@ class Checkpoint:
         if ema is None:
             (self.directory / EMA_FILE).unlink(missing_ok=True)  # a stale average must not be resumed later
 
+    def start(self, module: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, *,
+              ema: EMA | None, resume: bool, new_schedule: bool) -> tuple[LRSchedule, int, float]:
+        """(schedule, first step, wall seconds so far) of a fresh run, or of a resumed one (`resume`)."""
+        if not resume:
+            return schedule, 0, 0.0
+        state, schedule = self.resume(module, optimizer, schedule, ema=ema, new_schedule=new_schedule)
+        return schedule, state["step"], state.get("wall_seconds", 0.0)
+
     def resume(self, module: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, *,
                ema: EMA | None = None, new_schedule: bool = False) -> tuple[dict[str, Any], LRSchedule]:
         """Load the saved weights (and EMA) and optimizer state into the given objects; returns state.json and
