@@ -26,8 +26,6 @@ from tqdm import tqdm
 from genmask.config import TrainConfig
 from genmask.model import GenMask, images_to_tensor, masks_to_tensor, resize_image
 
-KINDS = ("referring", "reasoning")
-
 
 @dataclass
 class SegItem:
@@ -77,12 +75,13 @@ def suite_groups(name: str, data_root: str, image_size: int, limit: int, split: 
     is skipped with a count printed. Ignored target pixels count as background."""
     from bench.loading import read_sample
     from bench.suites import SUITES
+    from bench.suites.reasonseg import ReasonSegSuite
 
     suite = SUITES.get(name)(data_root=data_root or None)
     known = suite.splits + suite.train_splits
     if split not in known:
         raise ValueError(f"suite {name!r} has no {split} split (splits: {', '.join(known)})")
-    kind = "reasoning" if "reason" in name else "referring"
+    kind = "reasoning" if isinstance(suite, ReasonSegSuite) else "referring"  # synthreason is one too
     image_index: dict[Path, int] = {}
     images, masks, items, skipped = [], [], [], 0
     for sample in tqdm(suite.samples(split)[:limit], desc=f"{name} {split}"):

@@ -101,8 +101,8 @@ def validation_data(config: GenMaskConfig) -> SegData | None:
         return synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
     from bench.suites import SUITES
 
-    suite = SUITES.get(train.data)(data_root=train.data_root or None)
-    if "val" not in suite.splits + suite.train_splits:
+    suite_class = SUITES.get(train.data)  # splits are class attributes: nothing is read to check them
+    if "val" not in suite_class.splits + suite_class.train_splits:
         print(f"note: {train.data} has no val split; training runs without validation")
         return None
     val = suite_groups(train.data, train.data_root, config.image_size, train.val_samples, split="val")
