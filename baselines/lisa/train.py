@@ -1,0 +1,41 @@
+"""`bench train --model lisa`: the tiny LISA trained on the stream every rival shares (`baselines.common`).
+
+    python -m bench train --model lisa --out DIR [train.steps=N] [model.seg_state=token]
+
+Foundations: the tiny VLM foundation that GenMask adapts (`model.foundation`) and the tiny SAM pretrained by
+`bench train --model sam-tiny` (`model.sam`), both pinned by digest. Trained: the language model (fully: peft, for
+LISA's LoRA, is not installed), `text_hidden_fcs` and SAM's mask decoder; frozen: SAM's image and prompt encoders.
+Loss: 1.0 x answer cross-entropy + 2.0 x BCE + 0.5 x Dice (LISA's). OUT/final: config.json, model.safetensors
+(the trained weights; the frozen SAM parts come from `model.sam`), metrics.json (validation, cost, data stream).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines.common import RivalConfig, RivalModule, RivalTrainer
+from baselines.lisa.model import LisaConfig, build_tiny_lisa
+
+
+class LisaTrainer(RivalTrainer):
+    name = "lisa"
+    description = "Train the tiny LISA ([SEG] token -> SAM prompt) on the rivals' shared synthetic stream."
+    model_config = LisaConfig
+    recipe: dict[str, Any] = {"lr": 3e-4, "steps": 600, "warmup_steps": 30, "weight_decay": 0.0, "eval_every": 200,
+                              "max_minutes": 15.0}
+
+    @classmethod
+    def build(cls, config: RivalConfig) -> RivalModule:
+        return build_tiny_lisa(config.model, config.train.seed)
+
+    @classmethod
+    def loss(cls, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return model(batch["images"], batch["texts"], torch.from_numpy(batch["masks"]))["loss"]
+
+    @classmethod
+    def predict(cls, model: RivalModule, images: np.ndarray, texts: list[str]) -> torch.Tensor:
+        return model(images, texts)
