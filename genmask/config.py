@@ -88,8 +88,10 @@ class TrainConfig:
 
     seed: int = 0
     threads: int = 2
-    # where the weights start: "scratch" (random) or "foundation" (encoder from vlm_dir, DiT from dit_dir if set)
+    # where the weights start: "scratch" (random), "foundation" (encoder from vlm_dir, DiT from dit_dir if set) or
+    # "checkpoint" (a trained GenMask in init_dir: its architecture and weights; only `shortcut` may change)
     init: str = "scratch"
+    init_dir: str = ""
     vlm_dir: str = ""  # a VLM foundation (`bench train --model genmask-vlm`, its OUT/final)
     dit_dir: str = ""  # a text-to-image DiT foundation (a diffusers WanTransformer3DModel directory); "" = random
     # data: "synth" (bench.synth scenes) or a registered suite's train split read from data_root

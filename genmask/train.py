@@ -58,7 +58,7 @@ from genmask.data import (
     load_grouped_data,
     suite_groups,
 )
-from genmask.model import GenMask, images_to_tensor, masks_to_tensor
+from genmask.model import GenMask, check_inputs, images_to_tensor, masks_to_tensor, widen_patch_embedding
 from genmask.timesteps import sample_timesteps
 
 VAL_SEED_OFFSET = 1_000_003  # validation scenes come from a different synth stream than training scenes
@@ -291,26 +291,48 @@ def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[
 
 
 def build_model(config: GenMaskConfig) -> GenMask:
-    """The model to train: random weights (`train.init=scratch`) or adapted foundations (`foundation`)."""
+    """The model to train: random weights (`train.init=scratch`), adapted foundations (`foundation`) or a trained
+    GenMask fine-tuned (`checkpoint`)."""
     from bench.synth import vocabulary
 
     if config.train.init == "scratch":
         return GenMask.from_config(config, vocabulary=list(vocabulary()))  # the processor ships in the checkpoint
+    if config.train.init == "checkpoint":
+        return from_checkpoint(config)
     if config.train.init != "foundation":
-        raise ValueError(f"train.init must be 'scratch' or 'foundation', not {config.train.init!r}")
+        raise ValueError(f"train.init must be 'scratch', 'foundation' or 'checkpoint', not {config.train.init!r}")
     if not config.train.vlm_dir:
         raise ValueError("train.init=foundation needs train.vlm_dir (a `bench train --model genmask-vlm` OUT/final)")
     return GenMask.from_foundations(config, config.train.vlm_dir, config.train.dit_dir or None)
 
 
+def from_checkpoint(config: GenMaskConfig) -> GenMask:
+    """A trained GenMask (`train.init_dir`) to fine-tune: its architecture, weights and VAE; this command's train
+    section and shortcut mode (a wider one widens the patch embedding with zero weights, see
+    `widen_patch_embedding`). Other architecture keys of this command are not used: the checkpoint's are."""
+    if not config.train.init_dir:
+        raise ValueError("train.init=checkpoint needs train.init_dir (a GenMask save_pretrained directory)")
+    model = GenMask.from_pretrained(config.train.init_dir)
+    model.config.train = config.train
+    if config.shortcut != model.config.shortcut:
+        print(f"init from {config.train.init_dir}: shortcut {model.config.shortcut} -> {config.shortcut}")
+        model.config.shortcut = config.shortcut
+        check_inputs(model.config)
+        model.transformer = widen_patch_embedding(model.transformer, model.config.transformer.in_channels)
+    return model
+
+
 def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
     """Flow-matching training of the DiT, the instruction encoder (unless frozen) and the projection."""
     train = config.train
-    if not train.vae_dir:
+    if not train.vae_dir and train.init != "checkpoint":
         raise ValueError("the dit stage needs a trained VAE: set train.vae_dir=DIR (the vae stage's OUT/vae)")
     torch.manual_seed(train.seed)
     model = build_model(config)
-    model.vae = AutoencoderKLWan.from_pretrained(train.vae_dir, use_safetensors=True).eval().requires_grad_(False)
+    config = model.config  # init=checkpoint: the checkpoint's architecture
+    if train.vae_dir:  # else the checkpoint's own VAE
+        model.vae = AutoencoderKLWan.from_pretrained(train.vae_dir, use_safetensors=True)
+    model.vae.eval().requires_grad_(False)
     model.sync_vae_statistics()
     if config.encoder.freeze:
         model.instruction_encoder.requires_grad_(False)
