@@ -18,12 +18,14 @@ DTYPES = ("float32", "bfloat16", "float16")  # of the DiT and the instruction en
 class GenMaskSegModel(SegModel):
     """One-step (or N-step Euler) mask generation; checkpoint defaults to the shipped tiny model; dtype "auto"
     runs the DiT and the encoder in bfloat16 on CUDA and float32 elsewhere; profile=true times each part on
-    CUDA (synchronising the device; CPU parts are always timed)."""
+    CUDA (synchronising the device; CPU parts are always timed); readout=linear|pc1 reads the mask from the
+    latent without the VAE decoder (`genmask.readout`, fitted at start-up on `readout_masks` synthetic masks)."""
 
     name = "genmask"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, steps: int | str = 1,
-                 dtype: str = "auto", profile: bool | str = False, **options: Any):
+                 dtype: str = "auto", profile: bool | str = False, readout: str = "vae",
+                 readout_masks: int | str = 512, **options: Any):
         super().__init__(checkpoint=checkpoint or str(SHIPPED_CHECKPOINT), device=device, seed=seed, **options)
         self.steps = int(steps)
         if self.steps < 1:
@@ -40,6 +42,12 @@ class GenMaskSegModel(SegModel):
             raise FileNotFoundError(f"genmask: no checkpoint at {directory} (expected config.json and component folders)")
         self.model = GenMask.from_pretrained(directory, device=device, dtype=getattr(torch, dtype)).eval()
         self.model.profile = str(profile).lower() in ("1", "true", "yes")  # per-part CUDA timings (synchronises)
+        from genmask.readout import READOUTS, fit_readout
+
+        if readout not in READOUTS:
+            raise ValueError(f"genmask: readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+        self.readout, self.readout_masks = readout, int(readout_masks)
+        self.model.readout = fit_readout(self.model, readout, self.readout_masks)
 
     def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
         with torch.inference_mode():
@@ -47,7 +55,8 @@ class GenMaskSegModel(SegModel):
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"preset": self.model.config.preset, "steps": self.steps, "dtype": self.dtype,
-                                   "profile": self.model.profile,
+                                   "profile": self.model.profile, "readout": self.readout,
+                                   **({"readout_masks": self.readout_masks} if self.readout != "vae" else {}),
                                    "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut}
 
     def timings(self) -> dict[str, float]:

@@ -103,6 +103,7 @@ class GenMask(nn.Module):
         self.processor = processor
         self.timings: dict[str, float] = defaultdict(float)
         self.profile = False  # on CUDA, time each part by synchronising the device (slower); see `timed`
+        self.readout: nn.Module | None = None  # reads masks from latents instead of the VAE decoder (genmask.readout)
 
     # ----------------------------------------------------------------- construction and persistence
     @classmethod
@@ -342,13 +343,18 @@ class GenMask(nn.Module):
                 shortcut = self.encode_pixels(images_to_tensor(resized))
         with self.timed("dit"):
             latents = self.sample(context, shortcut, steps, seed)
-        with self.timed("vae_decoding"):
-            decoded = self.decode_latents(latents)[:, :, 0].float().mean(1, keepdim=True)
+        if self.readout is None:
+            with self.timed("vae_decoding"):
+                decoded = self.decode_latents(latents)[:, :, 0].float().mean(1, keepdim=True)
+            threshold = self.config.mask_threshold
+        else:
+            with self.timed("readout"):
+                decoded, threshold = self.readout(latents), 0.0
         masks = []
         for score, image in zip(decoded, images):
             height, width = image.shape[:2]
             score = F.interpolate(score[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            masks.append((score > self.config.mask_threshold).cpu().numpy())
+            masks.append((score > threshold).cpu().numpy())
         return masks
 
 
