@@ -13,7 +13,7 @@ from bench.ablate.cells import Cell, cell_command, parse_only
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
 
-KIND_MODULES = {"eval": "bench.ablate.evaluate", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
+KIND_MODULES = {"eval": "bench.ablate.evaluate", "train": "bench.ablate.train", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
 DEFAULT_OUT = Path("results/ablations")
 
 

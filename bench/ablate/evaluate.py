@@ -59,8 +59,9 @@ def make(cell: Cell, directory: Path, command: str, data_root: str | None, resum
 
 
 def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
-             missing: list[tuple[str, str]]) -> list[Path]:
-    """table.csv, table.md, plots/*.png and report.md in `out` from the complete cells."""
+             missing: list[tuple[str, str]], sections: list[str] | None = None) -> list[Path]:
+    """table.csv, table.md, plots/*.png and report.md in `out` from the complete cells; `sections`: more
+    markdown lines for the report's answer (a training kind's table)."""
     reference = ablation.resolve(ablation.reference, budget)
     protocol = Protocol(bootstrap=reference.bootstrap)
     results: dict[str, list[CellResult]] = {}
@@ -83,7 +84,7 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
               "interval over samples (seeds pooled); latency: model seconds per sample as the run timed them "
               f"at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
               f"{ablation.reference} on the same samples and seeds, paired bootstrap 95% interval. "
-              "CSV: [table.csv](table.csv)."]
+              "CSV: [table.csv](table.csv).", *([""] + sections if sections else [])]
     plots = ["plots/quality.png"] if "plots/quality.png" in files else []
     files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots,
                                          missing)
@@ -92,7 +93,12 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
 
 def _setting(config: EvalConfig, budget: str, cells: list[Cell], rows: list) -> list[str]:
     n = rows[0].values["n"] if rows else "?"
-    return [f"- model: `{config.model}`, checkpoint: {config.checkpoint or 'the model default (GenMask: shipped tiny)'}",
+    trainer = getattr(config, "trainer", None)
+    model = (f"- model: `{config.model}`, trained per cell by `bench train --model {trainer} "
+             f"{' '.join(config.training_argv())}` (the variant's overrides on top, seed = the cell's seed)"
+             if trainer else
+             f"- model: `{config.model}`, checkpoint: {config.checkpoint or 'the model default (GenMask: shipped tiny)'}")
+    return [model,
             f"- data: {', '.join(config.suites)}, splits {', '.join(config.splits or ['all but train'])}"
             + (f", first {config.limit} per split" if config.limit else "") + f": {n} samples pooled",
             f"- seeds: {sorted({c.seed for c in cells})}; device {config.device}, batch size {config.batch_size}; "
@@ -102,17 +108,27 @@ def _setting(config: EvalConfig, budget: str, cells: list[Cell], rows: list) -> 
 
 def _verdict(claim: Any, rows: list, results: dict[str, list[CellResult]], reference: str,
              protocol: Protocol) -> Verdict:
-    """Rule "reference-within-margin-of-best": the best other variant (by mean metric) minus the reference."""
-    if claim.rule != "reference-within-margin-of-best":
+    """Rule "reference-within-margin-of-best": the best other variant (by mean metric) minus the reference lies
+    below the margin. Rule "first-above-second": `compare[0]` minus `compare[1]` lies above the margin."""
+    if claim.rule == "first-above-second":
+        if len(claim.compare) != 2:
+            raise BenchError(f"claim {claim.text!r}: rule first-above-second needs compare = [FIRST, SECOND]")
+        first, second = claim.compare
+        side, quantity = "above", f"{claim.metric}({first}) - {claim.metric}({second})"
+        row = next((row for row in rows if row.variant == first), None)
+        other = results.get(second)
+    elif claim.rule == "reference-within-margin-of-best":
+        others = [row for row in rows if row.variant != reference]
+        row = max(others, key=lambda r: r.values[claim.metric]) if others else None
+        other = results.get(reference)
+        side = "below"
+        quantity = f"{claim.metric}({row.variant if row else 'best'}) - {claim.metric}({reference})"
+    else:
         raise BenchError(f"claim rule {claim.rule!r} is not one an eval ablation knows "
-                         "(reference-within-margin-of-best)")
-    others = [row for row in rows if row.variant != reference]
-    if not others or not results.get(reference):
-        return Verdict(claim.text, "no cells yet", float("nan"), None, claim.margin, "below", "inconclusive",
+                         "(reference-within-margin-of-best, first-above-second)")
+    if row is None or not other:
+        return Verdict(claim.text, "no cells yet", float("nan"), None, claim.margin, side, "inconclusive",
                        claim.paper)
-    best = max(others, key=lambda row: row.values[claim.metric])
-    diff = difference(best, results[reference], protocol)[claim.metric]
-    quantity = f"{claim.metric}({best.variant}) - {claim.metric}({reference})"
-    return Verdict(claim.text, quantity, diff["difference"], diff["ci95"], claim.margin, "below",
-                   judge(diff["difference"], diff["ci95"], claim.margin, "below"), claim.paper)
-
+    diff = difference(row, other, protocol)[claim.metric]
+    return Verdict(claim.text, quantity, diff["difference"], diff["ci95"], claim.margin, side,
+                   judge(diff["difference"], diff["ci95"], claim.margin, side), claim.paper)

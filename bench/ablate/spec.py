@@ -2,18 +2,20 @@
 
 An ablation is one TOML file in `bench/ablate/defs/` (nanoGPT-style config files: a base plus overrides):
 
+    include = "_finetune"          # optional: a shared file in defs/ (named with a leading _, not an ablation)
+                                   # whose base and budgets this file's own extend key by key (lm-eval style)
     question = "..."               # what the ablation answers
-    kind = "eval"                  # how a cell is made: "eval" (a runner evaluation) or "pca" (a measurement)
+    kind = "eval"                  # how a cell is made: "eval" (a runner evaluation), "train" (train, then
+                                   # evaluate) or "pca" (a measurement)
     reference = "1-step"           # the variant every other is compared with
     plot_x = "steps"               # optional: the model_args key the plots put on the x axis
-    [base]                         # the kind's configuration keys (EvalConfig, PcaConfig)
+    [base]                         # the kind's configuration keys (EvalConfig, TrainedEvalConfig, PcaConfig)
     [variants.NAME]                # overrides of base keys; a table value (model_args) is merged into base's
     [budgets.smoke|small|full]     # overrides of base keys, plus `seeds` and `variants` (the subset to run)
     [[claims]]                     # text, rule, metric, margin, paper: judged by bench.ablate.verdicts
 
-Every key is checked: an unknown one is an error naming the file and suggesting the closest known key.
-Future training ablations add a kind whose configuration carries GenMask training keys (`bench train
---model genmask` overrides such as `train.seg_sampler_params={'a': 0.1}`), trained, then evaluated.
+Every key is checked: an unknown one is an error naming the file and suggesting the closest known key (the
+trainer checks the keys of `train_args` itself, when a cell trains).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from bench.errors import BenchError
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
-TOP_KEYS = ("question", "kind", "reference", "plot_x", "base", "variants", "budgets", "claims")
+TOP_KEYS = ("include", "question", "kind", "reference", "plot_x", "base", "variants", "budgets", "claims")
 BUDGET_KEYS = ("seeds", "variants")  # a budget's own keys, beside overrides of the base configuration
-CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t")
+CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t", "compare")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,30 @@ class PcaConfig:
     bootstrap: int = 1000
 
 
-KINDS: dict[str, type] = {"eval": EvalConfig, "pca": PcaConfig}
+@dataclass(frozen=True)
+class TrainedEvalConfig(EvalConfig):
+    """A cell of kind "train": `bench train --model TRAINER` (options and key=value overrides; the trainer's
+    seed key set to the cell's seed), then one evaluation of its OUT/`output` as an "eval" cell."""
+
+    trainer: str = "genmask"
+    train_options: dict[str, Any] = field(default_factory=dict)  # --name=value options, e.g. preset = "tiny"
+    train_args: dict[str, Any] = field(default_factory=dict)  # key=value overrides, e.g. "train.steps" = 200
+    seed_key: str = "train.seed"
+    output: str = "final"  # the trained model's folder under the trainer's --out
+    generation: int = 0  # also score text-to-image samples of N held-out captions (joint training)
+
+    def training_argv(self, seed: int | str = "SEED") -> list[str]:
+        """The trainer's command line without --out: `--name=value` options, then sorted `key=value` overrides
+        (TOML values written as Python literals, which the trainers parse; strings as written)."""
+        def text(value: Any) -> str:
+            return value if isinstance(value, str) else repr(value)
+
+        argv = [f"--{name}={text(value)}" for name, value in sorted(self.train_options.items())]
+        overrides = {**self.train_args, self.seed_key: seed}
+        return argv + [f"{key}={text(value)}" for key, value in sorted(overrides.items())]
+
+
+KINDS: dict[str, type] = {"eval": EvalConfig, "pca": PcaConfig, "train": TrainedEvalConfig}
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,7 @@ class Claim:
     margin: float = 0.0
     paper: str = ""  # the paper's statement or number, shown beside ours
     at_t: float | None = None  # pca: the noise level the probe claim is judged at
+    compare: tuple[str, ...] = ()  # rule "first-above-second": the two variants, first minus second
 
 
 @dataclass(frozen=True)
@@ -146,8 +172,38 @@ def check_keys(table: dict[str, Any], known: list[str] | tuple[str, ...], where:
 
 
 def ablation_names() -> list[str]:
-    """The ablation files' names, without reading them (`bench list` stays light)."""
-    return sorted(path.stem for path in DEFS.glob("*.toml"))
+    """The ablation files' names, without reading them (`bench list` stays light); `_shared` files are not."""
+    return sorted(path.stem for path in DEFS.glob("*.toml") if not path.stem.startswith("_"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _merge(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` over `shared`, tables merged key by key (recursively)."""
+    merged = dict(shared)
+    for key, value in own.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _with_include(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Resolve `include = "NAME"`: defs/NAME.toml's base and budgets under this file's."""
+    name = data.pop("include", None)
+    if name is None:
+        return data
+    shared_path = path.parent / f"{name}.toml"
+    if not shared_path.is_file():
+        raise BenchError(f"{path.name}: include {name!r}: no {shared_path}")
+    shared = _read_toml(shared_path)
+    check_keys(shared, ("base", "budgets"), shared_path.name)
+    return {**data, "base": _merge(shared.get("base", {}), data.get("base", {})),
+            "budgets": _merge(shared.get("budgets", {}), data.get("budgets", {}))}
 
 
 def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
@@ -155,11 +211,9 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
     path = Path(directory) / f"{name}.toml"
     if not path.is_file():
         raise BenchError(unknown("ablation", name, sorted(p.stem for p in Path(directory).glob("*.toml"))))
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"{path}: not valid TOML ({exc})") from None
+    data = _read_toml(path)
     check_keys(data, TOP_KEYS, path.name)
+    data = _with_include(data, path)
     kind = data.get("kind", "eval")
     if kind not in KINDS:
         raise BenchError(f"{path.name}: {unknown('kind', kind, list(KINDS))}")
@@ -174,7 +228,11 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
     claims = []
     for claim in data.get("claims", []):
         check_keys(claim, CLAIM_KEYS, f"{path.name}: claim")
-        claims.append(Claim(**claim))
+        compare = tuple(claim.pop("compare", ()))
+        for variant in compare:
+            if variant not in variants:
+                raise BenchError(f"{path.name}: claim compares {unknown('variant', variant, list(variants))}")
+        claims.append(Claim(**claim, compare=compare))
     reference = data.get("reference", next(iter(variants), ""))
     if reference not in variants:
         raise BenchError(f"{path.name}: reference {reference!r} is not a variant")
