@@ -59,9 +59,10 @@ def make(cell: Cell, directory: Path, command: str, data_root: str | None, resum
 
 
 def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
-             missing: list[tuple[str, str]], sections: list[str] | None = None) -> list[Path]:
+             missing: list[tuple[str, str]], sections: list[str] | None = None,
+             plot_rows: Any = None) -> list[Path]:
     """table.csv, table.md, plots/*.png and report.md in `out` from the complete cells; `sections`: more
-    markdown lines for the report's answer (a training kind's table)."""
+    markdown lines for the report's answer (a training kind's table); `plot_rows(rows)`: more plots, by path."""
     reference = ablation.resolve(ablation.reference, budget)
     protocol = Protocol(bootstrap=reference.bootstrap)
     results: dict[str, list[CellResult]] = {}
@@ -85,7 +86,9 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
               f"at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
               f"{ablation.reference} on the same samples and seeds, paired bootstrap 95% interval. "
               "CSV: [table.csv](table.csv).", *([""] + sections if sections else [])]
-    plots = ["plots/quality.png"] if "plots/quality.png" in files else []
+    if plot_rows is not None and rows:
+        files.update(plot_rows(rows))
+    plots = sorted(path for path in files if path.startswith("plots/"))
     files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots,
                                          missing)
     return report.write_files(out, files)

@@ -93,7 +93,55 @@ def generation(trained: Path, count: int, seed: int) -> dict[str, Any]:
 def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
              missing: list[tuple[str, str]]) -> list[Path]:
     """The eval kind's table and report, with what each cell's training recorded."""
-    return evaluate.assemble(ablation, budget, cells, out, command, missing, sections=_training_lines(cells, out))
+    samplers = {cell.variant: _sampler(cell.config) for cell in cells if _sampler(cell.config)}
+    plot = (lambda rows: {"plots/timesteps.png": timestep_plot(rows, samplers)}) if samplers else None
+    return evaluate.assemble(ablation, budget, cells, out, command, missing, sections=_training_lines(cells, out),
+                             plot_rows=plot)
+
+
+def _sampler(config: TrainedEvalConfig) -> tuple[str, dict[str, float]] | None:
+    """The segmentation timestep sampler a cell trains with, when its variant sets one."""
+    name = config.train_args.get("train.seg_sampler")
+    return (name, dict(config.train_args.get("train.seg_sampler_params", {}))) if name else None
+
+
+def timestep_plot(rows: list, samplers: dict[str, tuple[str, dict[str, float]]]) -> bytes:
+    """Left: the density of each training timestep distribution; right: cIoU (95% interval) of each one at every
+    step count it was evaluated at (variant names `LABEL@STEPS`)."""
+    import matplotlib.style
+    import torch
+    from matplotlib.figure import Figure
+
+    from bench.ablate import report
+    from genmask.timesteps import density
+
+    t = torch.linspace(0.002, 0.998, 499, dtype=torch.float64)
+    labels = list(dict.fromkeys(variant.split("@")[0] for variant in samplers))
+    with matplotlib.style.context("default"):
+        figure = Figure(figsize=(10, 3.8))
+        densities, quality = figure.subplots(1, 2)
+        for label in labels:
+            name, params = next(samplers[v] for v in samplers if v.split("@")[0] == label)
+            densities.plot(t.numpy(), density(name, t, **params).numpy(), label=label)
+        densities.set(xlabel="t (1 = pure noise)", ylabel="density", yscale="log",
+                      title="training timestep densities")
+        steps = sorted({row.variant.split("@")[1] for row in rows if "@" in row.variant}, key=int)
+        width = 0.8 / max(1, len(steps))
+        for i, step in enumerate(steps):
+            found = [(labels.index(row.variant.split("@")[0]), row) for row in rows if row.variant.endswith(f"@{step}")]
+            xs = [x + i * width for x, _ in found]
+            values = [100 * row.values["ciou"] for _, row in found]
+            low = [v - 100 * (row.values["ciou_ci95"] or [row.values["ciou"]] * 2)[0] for v, (_, row) in zip(values, found)]
+            high = [100 * (row.values["ciou_ci95"] or [row.values["ciou"]] * 2)[1] - v for v, (_, row) in zip(values, found)]
+            quality.bar(xs, values, width, yerr=[low, high], capsize=3, label=f"{step} step{'s' if step != '1' else ''}")
+        quality.set_xticks([x + width * (len(steps) - 1) / 2 for x in range(len(labels))], labels, rotation=20,
+                           fontsize="small")
+        quality.set(ylabel="cIoU % (95% interval)", title="quality of each distribution")
+        for axes in (densities, quality):
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize="small")
+        figure.tight_layout()
+        return report.png(figure)
 
 
 def _training_lines(cells: list[Cell], out: Path) -> list[str]:
