@@ -1,6 +1,6 @@
 """Training ablations (kind "train"): the trainer's command line, trainings shared by variants that differ only
-in evaluation, a cell interrupted after training finished by --resume, first-above-second claims, and the
-readouts the readout ablation compares."""
+in evaluation, a cell interrupted after training finished by --resume, cells declared in runs.toml, claims
+naming variants, and the readouts the readout ablation compares."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from bench.ablate.cells import Cell
 from bench.ablate.spec import load_ablation
 from bench.ablate.train import training_directory
 from bench.cli import main
+from bench.report.runs import load_runs, read_declared
 from genmask.readout import fit_linear, fit_pc1
 
 
@@ -50,7 +51,11 @@ def test_shortcut_smoke_trains_evaluates_and_a_cell_interrupted_after_training_i
                                                                                           capsys):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     common = ["ablate", "shortcut", "--budget", "smoke"]
+    (tmp_path / "runs.toml").write_text("# the committed runs\n")
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    declared = read_declared(tmp_path)  # complete cells below a results directory are declared there ...
+    assert [entry.label for entry in declared] == ["frame", "none"]
+    assert {run.name for run in load_runs(tmp_path)} == {e.directory for e in declared}  # ... and check out
     cells = sorted((tmp_path / "whole" / "runs").iterdir())
     assert [c.name.split("-s0-")[0] for c in cells] == ["frame", "none"]
     for cell in cells:

@@ -1,5 +1,6 @@
 """`bench ablate NAME`: resolve the cells of a budget, reuse the complete ones, make (or --resume) the rest,
-then assemble the table, plots and report from whatever cells are on disk, naming the missing ones."""
+then assemble the table, plots and report from whatever cells are on disk, naming the missing ones, and
+declare the complete cells in the runs.toml of the results directory they lie below (if it has one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ablate.cells import Cell, cell_command, parse_only
+from bench.ablate.declare import declare_cells
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
 
@@ -75,6 +77,8 @@ def run(options: Options) -> int:
     missing = [(cell.name, cell_command(ablation.name, options.budget, cell.name, out, options.cell_flags()))
                for cell in cells if not kind.is_complete(cell.directory(out))]
     paths = kind.assemble(ablation, options.budget, cells, out, command_line(options, out), missing)
+    for directory in declare_cells(out, cells, kind.is_complete):
+        print(f"declared {directory} in runs.toml", file=sys.stderr)
     for name, command in missing:
         print(f"missing: {name}; make it with: {command}", file=sys.stderr)
     for path in paths:
