@@ -213,7 +213,7 @@ class Lisa(RivalModule):
 
     def losses(self, images: list[np.ndarray], texts: list[str], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """LISA's training losses on a batch; `masks` (B, H, W) at the images' size."""
-        encoded = self.language.encode(images, texts, with_answer=True)
+        encoded = _trimmed(self.language.encode(images, texts, with_answer=True))
         device = self.text_hidden_fcs[0][0].weight.device
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in encoded.inputs.items()}
         logits, hidden = self.language.run(inputs)
@@ -282,6 +282,19 @@ class Lisa(RivalModule):
         if "image_mask" in inputs:
             encoded.inputs["image_mask"] = inputs["image_mask"].cpu()
         return ids, lengths, prompt_lengths, encoded
+
+
+def _trimmed(encoded: Encoded) -> Encoded:
+    """Training only: drop the padding columns that no row of the batch uses (right padding, causal attention:
+    the real tokens' states do not change). Evaluation keeps the fixed width, so that a sample's result never
+    depends on the other samples of its batch."""
+    width = int(encoded.lengths.max())
+    for key in ("input_ids", "attention_mask", "image_mask"):
+        if key in encoded.inputs:
+            encoded.inputs[key] = encoded.inputs[key][:, :width]
+    if encoded.labels is not None:
+        encoded.labels = encoded.labels[:, :width]
+    return encoded
 
 
 def _answer_starts(labels: torch.Tensor) -> torch.Tensor:
