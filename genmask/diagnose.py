@@ -67,6 +67,38 @@ def learning_curve(log: Path) -> list[dict]:
     return validation_curve(read_log(log), "val_1step")
 
 
+def extrapolate(curve: list[dict], key: str, target: float, fraction: float = 0.5) -> dict | None:
+    """A straight line through the last `fraction` of the validation points (cIoU against training hours): the
+    fitted value now, the slope per hour and the further hours it needs to reach `target`. Linear is the
+    optimistic reading: learning curves flatten."""
+    points = [(row["wall"] / 3600, row[key]) for row in curve if row.get("wall") is not None and key in row]
+    points = points[int(len(points) * (1 - fraction)):]
+    if len(points) < 3:
+        return None
+    hours, values = np.array(points).T
+    slope, intercept = np.polyfit(hours, values, 1)
+    now = float(slope * hours[-1] + intercept)
+    more = float((target - now) / slope) if slope > 1e-9 else float("inf")  # a flat line never gets there
+    return {"series": key, "target": target, "points": len(points), "hours_so_far": float(hours[-1]),
+            "fitted_now": now, "slope_per_hour": float(slope), "more_hours_to_target": max(0.0, more)}
+
+
+def _extrapolation_lines(fits: list[dict]) -> list[str]:
+    if not fits:
+        return []
+    lines = ["", "## How far the targets are", "",
+             "A straight line through the last half of the validation points (cIoU against training hours, as the "
+             "log's wall clock counts them); the hours are the run's own, on this machine. Linear is optimistic: "
+             "learning curves flatten.", "",
+             "| series | target | hours so far | fitted now | slope per hour | further hours to the target |",
+             "|---|---|---|---|---|---|"]
+    for fit in fits:
+        more = "never (not rising)" if fit["more_hours_to_target"] == float("inf") else f"{fit['more_hours_to_target']:.1f}"
+        lines.append(f"| {fit['series']} | {fit['target']:.2f} | {fit['hours_so_far']:.1f} | {fit['fitted_now']:.3f} | "
+                     f"{fit['slope_per_hour']:+.3f} | {more} |")
+    return lines
+
+
 def _rule_table(result: dict, steps: tuple[int, ...]) -> list[str]:
     rules = sorted(result[f"steps_{steps[0]}"]["ciou_by_rule"])
     lines = ["| rule | " + " | ".join(f"{n}-step cIoU" for n in steps) + " |", "|---|" + "---|" * len(steps)]
@@ -98,6 +130,7 @@ def markdown(result: dict, checkpoint: str, command: str, steps: tuple[int, ...]
             lines.append(f"| {row['step']} | {minutes} | {row.get('ciou_all', float('nan')):.3f} | "
                          f"{row.get('ciou_referring', float('nan')):.3f} | {row.get('ciou_reasoning', float('nan')):.3f} |")
         lines += _rule_curve_table(curve)
+    lines += _extrapolation_lines(result.get("extrapolation", []))
     return "\n".join(lines) + "\n"
 
 
@@ -123,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--log", help="the training run's log.jsonl, for the learning curve")
     parser.add_argument("--out", default="results/genmask-tiny", help="output directory (default results/genmask-tiny)")
+    parser.add_argument("--targets", default="ciou_referring=0.8,ciou_reasoning=0.6",
+                        help="with --log: curve series and the cIoU each should reach, extrapolated linearly "
+                             "(default ciou_referring=0.8,ciou_reasoning=0.6: the quality targets of the tiny model)")
     return parser
 
 
@@ -144,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         plot_learning_curve(curve, out / "learning_curve.png", CURVE_SERIES, xlabel="training step (batch 32)",
                             ylabel="validation one-step cIoU", title="tiny GenMask: validation during training")
         result["learning_curve"] = curve
+        targets = dict(item.split("=") for item in args.targets.split(",") if item)
+        fits = [extrapolate(curve, key, float(value)) for key, value in targets.items()]
+        result["extrapolation"] = [fit for fit in fits if fit is not None]
     command = "python -m genmask.diagnose " + shlex.join(argv if argv is not None else sys.argv[1:])
     (out / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "DIAGNOSTICS.md").write_text(markdown(result, checkpoint, command.strip(), steps, curve), encoding="utf-8")

@@ -107,3 +107,15 @@ def test_cli_writes_json_markdown_and_curve(tmp_path) -> None:
 def test_cli_names_a_missing_checkpoint(tmp_path, capsys) -> None:
     assert main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_extrapolation_fits_the_last_half_of_the_curve_and_says_never_when_it_is_not_rising():
+    from genmask.diagnose import extrapolate
+
+    rising = [{"step": i, "wall": 3600.0 * i, "ciou_referring": 0.1 * i if i >= 3 else 0.5} for i in range(6)]
+    fit = extrapolate(rising, "ciou_referring", target=0.8)  # the last three points lie on 0.1 per hour
+    assert fit["points"] == 3 and abs(fit["slope_per_hour"] - 0.1) < 1e-9
+    assert abs(fit["fitted_now"] - 0.5) < 1e-9 and abs(fit["more_hours_to_target"] - 3.0) < 1e-9
+    flat = [{"step": i, "wall": 60.0 * i, "ciou_referring": 0.3} for i in range(6)]
+    assert extrapolate(flat, "ciou_referring", target=0.8)["more_hours_to_target"] == float("inf")
+    assert extrapolate(flat[:2], "ciou_referring", target=0.8) is None  # too few points to fit
