@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,26 @@ class GenMaskSegModel(SegModel):
         return super().config() | {"preset": self.model.config.preset, "steps": self.steps, "dtype": self.dtype,
                                    "profile": self.model.profile, "readout": self.readout,
                                    **({"readout_masks": self.readout_masks} if self.readout != "vae" else {}),
-                                   "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut}
+                                   "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut,
+                                   "cost": self.cost()}
+
+    def cost(self) -> dict[str, Any]:
+        """The training cost as the rivals record it (baselines.common): every parameter, those the DiT stage
+        trained (the VAE is frozen there, the encoder too if encoder.freeze), and that stage's wall time from
+        the checkpoint's metrics.json; the VAE stage's time is not included and FLOPs were not recorded."""
+        parts = {"transformer": self.model.transformer, "vae": self.model.vae,
+                 "instruction_encoder": self.model.instruction_encoder, "text_projection": self.model.text_projection}
+        counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
+        frozen = {"vae"} | ({"instruction_encoder"} if self.model.config.encoder.freeze else set())
+        metrics_file = Path(self.checkpoint) / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        batch = self.model.config.train.batch_size
+        return {"parameters_total": sum(counts.values()),
+                "parameters_trainable": sum(n for name, n in counts.items() if name not in frozen),
+                "train_wall_seconds": metrics.get("wall_seconds"), "train_flops": None,
+                "train_samples_seen": metrics["step"] * batch if "step" in metrics else None,
+                "note": "training wall time of the DiT stage only (the VAE stage, trained before it and frozen "
+                        "in it, is not included); training FLOPs not recorded"}
 
     def timings(self) -> dict[str, float]:
         return dict(self.model.timings)
