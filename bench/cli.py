@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "that made it, checked against its run.json; optional label); otherwise every directory "
                     "below DIR holding a run.json. The committed results/ has a runs.toml.")
     report.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
+    report.add_argument("--reference", metavar="LABEL",
+                        help="the model every measured row is compared with (paired bootstrap differences of cIoU "
+                             "and gIoU on the same samples): a run label or a model name (default: the run labelled "
+                             "'genmask (tiny, 1 step)', else any run of genmask)")
+    report.add_argument("--gallery", nargs="+", default=[], metavar="SUITE/SPLIT/SAMPLE_ID",
+                        help="show these samples in the qualitative gallery of their suites instead of the automatic, "
+                             "seeded selection (e.g. synthref/testA/3218); an id no model predicted is an error")
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -222,9 +229,10 @@ def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 def cmd_report(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.report import build_report
+    from bench.report.compare import CompareOptions
     from bench.report.runs import DECLARED_RUNS, undeclared_runs
 
-    path = build_report(args.results)
+    path = build_report(args.results, CompareOptions(reference=args.reference, gallery=tuple(args.gallery)))
     ignored = undeclared_runs(args.results)
     if ignored:
         print(f"note: left out {len(ignored)} run directories that {args.results / DECLARED_RUNS} does not declare: "

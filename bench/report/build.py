@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.report.compare import CompareOptions, ReportContext, check_reference
+from bench.report.gallery import check_requested_suites, parse_requests
 from bench.report.groups import group_runs
 from bench.report.leaderboard import Files, suite_section
 from bench.report.output import read_manifest, write_outputs
@@ -14,19 +16,27 @@ from bench.report.text import REPORT, generated_line
 from bench.report.variants import ablations_section, diagnostics_section
 
 
-def build_report(results_dir: Path = Path("results")) -> Path:
+def build_report(results_dir: Path = Path("results"), options: CompareOptions | None = None) -> Path:
     """Writes results_dir/REPORT.md, its pages, tables/ and plots/ from every run below results_dir; returns
-    the path of REPORT.md."""
+    the path of REPORT.md. `options`: the reference model of the paired differences and the user's gallery
+    samples (a BenchError, before anything is written, when they name no run or sample)."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    outputs = render_report(results_dir, load_runs(results_dir), load_reported())
+    outputs = render_report(results_dir, load_runs(results_dir), load_reported(), options)
     write_outputs(results_dir, outputs)
     return results_dir / REPORT
 
 
-def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedValue]) -> Files:
-    """Every file of the report, REPORT.md included; reads results_dir only for documents to link."""
+def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedValue],
+                  options: CompareOptions | None = None) -> Files:
+    """Every file of the report, REPORT.md included; reads results_dir for documents to link and for the
+    measured runs' predictions (paired differences, gallery)."""
     groups = group_runs(runs)
+    options = options or CompareOptions()
+    check_reference(groups.leaderboard, options.reference)
+    requests = parse_requests(options.gallery)
+    check_requested_suites(requests, groups.leaderboard)
+    context = ReportContext(results_dir, options, requests)
     generated = generated_line(results_dir.as_posix())
     lines = [
         "# Benchmark report",
@@ -47,7 +57,7 @@ def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedVal
     files: Files = {}
     measured = sorted({suite for run in groups.leaderboard for suite in run.results})
     for suite in measured + [suite for suite in REAL_SUITES if suite not in measured]:
-        section, section_files = suite_section(suite, groups.leaderboard, reported)
+        section, section_files = suite_section(suite, groups.leaderboard, reported, context)
         lines += section
         files.update(section_files)
     for section, section_files in (

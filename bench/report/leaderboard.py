@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from bench.report.compare import ReportContext, costs_section, differences_section
+from bench.report.gallery import gallery_section
 from bench.report.groups import newest_per_model
 from bench.report.plots import plot_png
 from bench.report.reported import ReportedValue
@@ -41,8 +43,11 @@ class LeaderboardRow:
     values: dict[str, dict[str, float | None]]  # split -> ciou, ciou_lo, ciou_hi, giou, giou_lo, giou_hi
 
 
-def suite_section(suite: str, runs: list[Run], reported: list[ReportedValue]) -> tuple[list[str], Files]:
-    """Markdown lines and files (CSVs, plots) for one suite; `runs` are leaderboard runs only."""
+def suite_section(suite: str, runs: list[Run], reported: list[ReportedValue],
+                  context: ReportContext | None = None) -> tuple[list[str], Files]:
+    """Markdown lines and files (CSVs, plots) for one suite; `runs` are leaderboard runs only. With a
+    `context` (where the runs are, the reference model, the user's gallery), the measured rows' paired
+    differences to the reference, their costs and a gallery too."""
     shown, superseded = newest_per_model([run for run in runs if suite in run.results])
     rows = [measured_row(run, suite, REPORT) for run in shown] + _reported_rows(suite, reported)
     if not rows:
@@ -58,9 +63,14 @@ def suite_section(suite: str, runs: list[Run], reported: list[ReportedValue]) ->
         )
         lines += [f"Superseded by a newer run of the same model: {links}.", ""]
     lines += consistency_warnings(suite, shown)
+    if shown and context is not None:
+        lines += differences_section(suite, shown, context, files)
+        lines += costs_section(suite, shown, files)
     if shown:
         lines += _details(suite, shown, files)
         lines += _plots(suite, shown, files)
+    if shown and context is not None:
+        lines += gallery_section(suite, shown, context, files, context.requests.get(suite))
     return lines, files
 
 
