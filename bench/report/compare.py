@@ -326,7 +326,7 @@ def differences_section(suite: str, runs: list[Run], context: ReportContext, fil
     splits = ordered_splits(split for by_split in results.values() for split in by_split)
     notes = Footnotes()
     table, csv_rows = [], []
-    for run in runs:
+    for run in sorted(runs, key=is_trivial):  # learned models first, trivial baselines after them
         if run is reference:
             continue
         cells = []
