@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -140,3 +141,61 @@ def test_a_forged_memo_index_or_length_allocates_nothing(tmp_path):
             load_refs_pickle(path)
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _pure_load(path: Path):
+    """What the restricted pure-Python unpickler alone makes of a file (the reference for the fast path)."""
+    from bench import safe_pickle
+
+    data = safe_pickle._RefusingUnpickler(io.BytesIO(path.read_bytes()), path).load()
+    return safe_pickle._decode_bytes(data) if safe_pickle._check_expansion(data, path) else data
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_fast_path_loads_what_the_pure_unpickler_loads(tmp_path, protocol):
+    from bench.safe_pickle import plain_and_bounded
+
+    refs = [make_ref(i, 10 + i, 100 + i, 3, ["val", "testA"][i % 2], [(7 * i, "the man"), (7 * i + 1, "é ü")])
+            for i in range(300)]  # more than 256 memo entries: LONG_BINPUT
+    refs[0]["extra"] = {"floats": [0.5, -1e300], "big": 2**70, "tuple": (1, None, True)}
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(pickle.dumps(refs, protocol=protocol))
+    assert plain_and_bounded(path.read_bytes())
+    assert load_refs_pickle(path) == _pure_load(path) == refs
+
+
+def test_scan_sends_anything_unusual_to_the_pure_unpickler():
+    from bench.safe_pickle import plain_and_bounded
+
+    good = pickle.dumps([{"a": "b" * 300}] * 2, protocol=2)
+    assert plain_and_bounded(good)
+    assert not plain_and_bounded(pickle.dumps(Path("x"), protocol=2))  # a global
+    assert not plain_and_bounded(b"\x80\x02]r\xf0\xff\xff\xff.")  # a memo index no pickler writes
+    assert not plain_and_bounded(b"(lp99999999\n.")  # the same, protocol 0
+    assert not plain_and_bounded(b"\x80\x02B\xff\xff\xff\x7fabc.")  # a length beyond the file
+    assert not plain_and_bounded(b"\x80\x04\x95\xff\xff\xff\xff\x00\x00\x00\x00N.")  # a frame beyond the file
+    assert not plain_and_bounded(good[:-1])  # no STOP
+    assert not plain_and_bounded(b"")
+
+
+def test_mutated_pickles_load_as_the_pure_unpickler_does_or_are_refused(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    base = pickle.dumps([make_ref(i, i, i, 1, "val", [(i, "a b")]) for i in range(40)], protocol=2)
+    path = tmp_path / "refs(unc).p"
+    for _ in range(400):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        try:
+            expected = _pure_load(path)
+        except Exception:  # noqa: BLE001 - the reference refuses it in some way: the loader must refuse too
+            expected = DataFormatError
+        try:
+            got = load_refs_pickle(path)
+        except DataFormatError:
+            got = DataFormatError
+        if got is not DataFormatError:
+            assert got == expected
