@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -99,6 +99,11 @@ class Suite:
         if split not in known:
             raise ValueError(f"suite {self.name!r} has no split {split!r}; splits: {', '.join(known)}")
         return self._load_split(split)
+
+    def iter_samples(self, split: str) -> Iterator[Sample]:
+        """The split's samples one at a time (what `bench score` streams); suites that can build them lazily
+        (refer) override it so memory does not grow with the split."""
+        yield from self.samples(split)
 
     def _load_split(self, split: str) -> list[Sample]:
         raise NotImplementedError

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -72,15 +74,58 @@ def split_matches(requested: str, ref_split: str) -> bool:
     return ref_split == requested
 
 
+# A ref as the samples need it, in a tuple: the refs pickle's dicts (tokens, raw sentences, file names...) are
+# dropped as soon as the file is read, so memory holds a few hundred bytes a ref, not kilobytes.
+_SPLIT, _REF_ID, _ANN_ID, _IMAGE_ID, _CATEGORY_ID, _SENTENCES = range(6)  # _SENTENCES: ((sent_id, sent), ...)
+
+
 @dataclass(frozen=True)
 class _ReferFiles:
-    """The parsed refs pickle and instances.json of one (dataset, split_by)."""
+    """The refs pickle and instances.json of one (dataset, split_by), kept compact: refs as tuples, images as
+    their id, size and file name, annotations as their category, crowd flag and segmentation (polygons as
+    arrays of doubles, exact)."""
 
-    refs: list[dict[str, Any]]
+    refs: list[tuple[Any, ...]]
     images: dict[int, dict[str, Any]]
     annotations: dict[int, dict[str, Any]]
     refs_file: Path
     instances_file: Path
+
+
+def _compact_ref(ref: dict[str, Any]) -> tuple[Any, ...]:
+    sentences = tuple((sentence["sent_id"], sentence["sent"]) for sentence in ref["sentences"])
+    return ref["split"], ref["ref_id"], ref["ann_id"], ref["image_id"], ref.get("category_id"), sentences
+
+
+_IMAGE_KEYS = ("id", "height", "width", "file_name")
+_ANNOTATION_KEYS = ("category_id", "iscrowd")
+
+
+def _compact_image(image: dict[str, Any]) -> dict[str, Any]:
+    return {key: image[key] for key in _IMAGE_KEYS if key in image}
+
+
+def _compact_annotation(annotation: dict[str, Any]) -> dict[str, Any]:
+    compact = {key: annotation[key] for key in _ANNOTATION_KEYS if key in annotation}
+    if "segmentation" in annotation:
+        compact["segmentation"] = _packed_segmentation(annotation["segmentation"])
+    return compact
+
+
+def _packed_segmentation(segmentation: Any) -> Any:
+    """Polygons [[x, y, ...], ...] as a tuple of array('d') (a third of the memory of lists of floats; the
+    same doubles pycocotools converts them to); anything else as it is."""
+    if isinstance(segmentation, list) and segmentation and all(
+        isinstance(part, list) and all(type(v) is float for v in part) for part in segmentation
+    ):
+        return tuple(array("d", part) for part in segmentation)
+    return segmentation
+
+
+def _unpacked_segmentation(segmentation: Any) -> Any:
+    if isinstance(segmentation, tuple):
+        return [part.tolist() for part in segmentation]
+    return segmentation
 
 
 class ReferSuite(Suite):
@@ -108,8 +153,10 @@ class ReferSuite(Suite):
             )
         self.split_by = split_by
         self._files: _ReferFiles | None = None
-        self._samples: dict[str, list[Sample]] = {}
+        self._split_refs: dict[str, list[tuple[Any, ...]]] = {}
         self._fingerprint: str | None = None
+        self._last_target: tuple[int, Any] | None = None  # (ann_id, RLE or the error): sentences of a ref share it
+        self._image_places: dict[Any, tuple[Path, str | None]] = {}  # image id -> (path, refusal)
 
     def refer_root(self) -> Path:
         """Directory holding <dataset>/refs(<split_by>).p and <dataset>/instances.json."""
@@ -129,9 +176,20 @@ class ReferSuite(Suite):
         return self._fingerprint
 
     def _load_split(self, split: str) -> list[Sample]:
-        if split not in self._samples:
-            self._samples[split] = self._build_samples(split)
-        return list(self._samples[split])
+        return list(self.iter_samples(split))
+
+    def iter_samples(self, split: str) -> Iterator[Sample]:
+        """The split's samples, built one at a time from the compact refs (the whole split is checked first,
+        so a malformed file is refused before the first sample)."""
+        if split not in self.splits + self.train_splits:
+            self.samples(split)  # raises the unknown-split error
+        refs = self._checked_split(split)
+        files = self._parsed_files()
+        image_dir = self.image_dir()
+        for ref in refs:
+            image, annotation = files.images[ref[_IMAGE_ID]], files.annotations[ref[_ANN_ID]]
+            for sent_id, text in ref[_SENTENCES]:
+                yield self._make_sample(str(sent_id), split, image_dir, image, annotation, ref, text)
 
     def _data_files(self) -> list[Path]:
         """The refs pickle and instances.json, checked to exist."""
@@ -146,43 +204,95 @@ class ReferSuite(Suite):
         """Parse the refs pickle and instances.json once per suite object (several splits share them)."""
         if self._files is None:
             refs_file, instances_file = self._data_files()
-            refs = load_refs_pickle(refs_file)
+            refs = [_compact_ref(ref) for ref in load_refs_pickle(refs_file)]
             instances = _read_instances(instances_file)
-            self._files = _ReferFiles(
-                refs=refs,
-                images={image["id"]: image for image in instances["images"]},
-                annotations={ann["id"]: ann for ann in instances["annotations"]},
-                refs_file=refs_file,
-                instances_file=instances_file,
-            )
+            images = {image["id"]: _compact_image(image) for image in instances["images"]}
+            annotations = {ann["id"]: _compact_annotation(ann) for ann in instances.pop("annotations")}
+            del instances
+            self._files = _ReferFiles(refs=refs, images=images, annotations=annotations, refs_file=refs_file,
+                                      instances_file=instances_file)
         return self._files
 
-    def _build_samples(self, split: str) -> list[Sample]:
-        files = self._parsed_files()
-        image_dir = self.image_dir()
-        if not image_dir.is_dir():
-            raise DataNotFoundError(image_dir, expected_layout(self.data_root, REFER_LAYOUT))
-        refs = [ref for ref in files.refs if split_matches(split, ref["split"])]
-        samples: list[Sample] = []
-        seen_ids: set[str] = set()
-        for ref in refs:
-            image, annotation = _lookup(files, ref)
-            for sentence in ref["sentences"]:
-                sample_id = str(sentence["sent_id"])
-                if sample_id in seen_ids:
-                    raise DataFormatError(
-                        f"{files.refs_file}: sent_id {sample_id} occurs twice in split {split}"
-                    )
-                seen_ids.add(sample_id)
-                samples.append(
-                    _make_sample(sample_id, split, image_dir, image, annotation, ref, sentence["sent"])
-                )
-        self._check_counts(split, refs)
-        return samples
+    def _checked_split(self, split: str) -> list[tuple[Any, ...]]:
+        """The split's refs, each checked against instances.json, sentence ids checked unique (once a split)."""
+        if split not in self._split_refs:
+            files = self._parsed_files()
+            image_dir = self.image_dir()
+            if not image_dir.is_dir():
+                raise DataNotFoundError(image_dir, expected_layout(self.data_root, REFER_LAYOUT))
+            refs = [ref for ref in files.refs if split_matches(split, ref[_SPLIT])]
+            seen_ids: set[str] = set()
+            for ref in refs:
+                _lookup(files, ref)
+                for sent_id, _ in ref[_SENTENCES]:
+                    sample_id = str(sent_id)
+                    if sample_id in seen_ids:
+                        raise DataFormatError(f"{files.refs_file}: sent_id {sample_id} occurs twice in split {split}")
+                    seen_ids.add(sample_id)
+            del seen_ids
+            self._check_counts(split, refs)
+            self._split_refs[split] = refs
+        return self._split_refs[split]
 
-    def _check_counts(self, split: str, refs: list[dict[str, Any]]) -> None:
+    def _target_rle(self, ann_id: int, segmentation: Any, height: int, width: int) -> dict[str, Any]:
+        """The annotation's RLE; the last one is kept, since the sentences of one ref follow each other."""
+        if self._last_target is None or self._last_target[0] != ann_id:
+            try:
+                made: Any = segmentation_rle(_unpacked_segmentation(segmentation), height, width)
+            except Exception as exc:  # noqa: BLE001 - raised again for every sample of this annotation
+                made = exc
+            self._last_target = (ann_id, made)
+        made = self._last_target[1]
+        if isinstance(made, Exception):
+            raise made
+        return made
+
+    def _image_place(self, image_dir: Path, image: dict[str, Any]) -> tuple[Path, str | None]:
+        """The image's path and why it is refused (None: it is not), once per image: the sentences of its refs
+        share them."""
+        place = self._image_places.get(image["id"])
+        if place is None:
+            file_name = image["file_name"]
+            error = None if _stays_inside(file_name) else \
+                f"file_name {file_name!r} of image {image['id']} leaves the image directory: refused"
+            place = self._image_places[image["id"]] = (image_dir / file_name, error)
+        return place
+
+    def _make_sample(self, sample_id: str, split: str, image_dir: Path, image: dict[str, Any],
+                     annotation: dict[str, Any], ref: tuple[Any, ...], text: str) -> Sample:
+        """One sentence of one ref; the target is made only when asked for (after Sample checks the size)."""
+        height, width = image["height"], image["width"]
+        segmentation, ann_id = annotation["segmentation"], ref[_ANN_ID]
+
+        def load_target_rle() -> dict[str, Any]:
+            return self._target_rle(ann_id, segmentation, height, width)
+
+        def load_target() -> np.ndarray:
+            return mask_utils.decode(load_target_rle()).astype(np.uint8)
+
+        image_path, image_error = self._image_place(image_dir, image)
+        return Sample(
+            sample_id=sample_id,
+            split=split,
+            image_path=image_path,
+            text=text,
+            height=height,
+            width=width,
+            load_target=load_target,
+            load_target_rle=load_target_rle,
+            image_error=image_error,
+            meta={
+                "ref_id": ref[_REF_ID],
+                "ann_id": ann_id,
+                "image_id": ref[_IMAGE_ID],
+                "category_id": annotation.get("category_id", ref[_CATEGORY_ID]),
+                "iscrowd": int(annotation.get("iscrowd", 0)),
+            },
+        )
+
+    def _check_counts(self, split: str, refs: list[tuple[Any, ...]]) -> None:
         """Warn when a split is empty or, under the default split_by, differs from the published size."""
-        found = {"refs": len(refs), "images": len({ref["image_id"] for ref in refs})}
+        found = {"refs": len(refs), "images": len({ref[_IMAGE_ID] for ref in refs})}
         if not refs:
             self.warn(
                 f"suite {self.name} ({self.dataset}, {self.split_by}) split {split}: no refs match this split"
@@ -215,62 +325,21 @@ def _read_instances(path: Path) -> dict[str, Any]:
     return instances
 
 
-def _lookup(files: _ReferFiles, ref: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _lookup(files: _ReferFiles, ref: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The COCO image and annotation a ref points at; DataFormatError if instances.json lacks them."""
-    image = files.images.get(ref["image_id"])
-    annotation = files.annotations.get(ref["ann_id"])
+    image = files.images.get(ref[_IMAGE_ID])
+    annotation = files.annotations.get(ref[_ANN_ID])
     if image is None or annotation is None:
-        missing = f"image {ref['image_id']}" if image is None else f"annotation {ref['ann_id']}"
-        raise DataFormatError(f"{files.instances_file}: has no {missing} (needed by ref {ref['ref_id']})")
+        missing = f"image {ref[_IMAGE_ID]}" if image is None else f"annotation {ref[_ANN_ID]}"
+        raise DataFormatError(f"{files.instances_file}: has no {missing} (needed by ref {ref[_REF_ID]})")
     if not all(isinstance(image.get(key), int) for key in ("height", "width")) or not isinstance(
         image.get("file_name"), str
     ):
-        raise DataFormatError(f"{files.instances_file}: image {ref['image_id']} needs integer 'height' and "
+        raise DataFormatError(f"{files.instances_file}: image {ref[_IMAGE_ID]} needs integer 'height' and "
                               "'width' and a string 'file_name'")
     if "segmentation" not in annotation:
-        raise DataFormatError(f"{files.instances_file}: annotation {ref['ann_id']} has no 'segmentation'")
+        raise DataFormatError(f"{files.instances_file}: annotation {ref[_ANN_ID]} has no 'segmentation'")
     return image, annotation
-
-
-def _make_sample(
-    sample_id: str,
-    split: str,
-    image_dir: Path,
-    image: dict[str, Any],
-    annotation: dict[str, Any],
-    ref: dict[str, Any],
-    text: str,
-) -> Sample:
-    """One sentence of one ref; the target is decoded only when asked for (after Sample checks the size)."""
-    height, width = image["height"], image["width"]
-    segmentation = annotation["segmentation"]
-
-    def load_target() -> np.ndarray:
-        return mask_utils.decode(segmentation_rle(segmentation, height, width)).astype(np.uint8)
-
-    def load_target_rle() -> dict[str, Any]:
-        return segmentation_rle(segmentation, height, width)
-
-    file_name = image["file_name"]
-    return Sample(
-        sample_id=sample_id,
-        split=split,
-        image_path=image_dir / file_name,
-        text=text,
-        height=height,
-        width=width,
-        load_target=load_target,
-        load_target_rle=load_target_rle,
-        image_error=None if _stays_inside(file_name) else
-        f"file_name {file_name!r} of image {image['id']} leaves the image directory: refused",
-        meta={
-            "ref_id": ref["ref_id"],
-            "ann_id": ref["ann_id"],
-            "image_id": ref["image_id"],
-            "category_id": annotation.get("category_id", ref.get("category_id")),
-            "iscrowd": int(annotation.get("iscrowd", 0)),
-        },
-    )
 
 
 def _stays_inside(file_name: str) -> bool:
