@@ -1,4 +1,4 @@
-"""`python -m bench` / `bench`: list, run, score, report, data, train, ablate."""
+"""`python -m bench` / `bench`: list, run, score, compact, report, data, train, ablate."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ EPILOG = """examples:
   bench run --suite refcoco refcoco+ --model genmask --data-root DATA --device cuda --batch-size 32
   bench run --suite synthref --model genmask --model-arg steps=4 --out runs/gm4 --resume
   bench score --suite synthref --split val --predictions runs/gm4/predictions.jsonl
+  bench compact runs/gm4
   bench report --results results
   bench data synth --out /tmp/synth
   bench train --model genmask --preset tiny --stage dit
@@ -82,13 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score a predictions file without a model")
     score.add_argument("--suite", required=True)
     score.add_argument("--split", required=True)
-    score.add_argument("--predictions", required=True, type=Path, help="JSONL: sample_id + segmentation (COCO RLE)")
+    score.add_argument("--predictions", required=True, type=Path,
+                       help="JSONL: sample_id + segmentation (COCO RLE); gzipped when the name ends in .gz")
     score.add_argument("--data-root")
     score.add_argument("--out", type=Path, help="output run directory (default: $BENCH_RUNS or runs/, "
                                                 "<time>_score_...)")
     score.add_argument("--label", help="display name in reports (default: the predictions file's stem)")
     score.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     _add_protocol_args(score)
+
+    compact = sub.add_parser(
+        "compact", help="gzip a finished run's predictions files (predictions*.jsonl -> .jsonl.gz)",
+        description="Gzips the merged predictions files of finished run directories in place (atomically, "
+                    "deterministic bytes), e.g. before committing them. bench score, bench report and "
+                    "bench run --resume read predictions.jsonl.gz transparently; a resumed run expands it back "
+                    "to plain JSONL, which it appends to.")
+    compact.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
 
     report = sub.add_parser(
         "report", help="regenerate REPORT.md, tables and plots from run directories",
@@ -209,21 +219,26 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.predictions import iter_records
-    from bench.rundir import RunDir
-    from bench.runner import outcome_warnings
-    from bench.scoring import score_predictions
+    from bench.scoring import score_file
 
-    out, metrics = score_predictions(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
-                                     suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
-                                     command=command, label=args.label, overwrite=args.overwrite)
-    print_metrics(metrics)
-    for warning in RunDir(out).read().warnings:
-        print(f"note: {warning}", file=sys.stderr)
-    records = [record for _, record in iter_records(RunDir(out, suites=[args.suite]).predictions(args.suite))]
-    for warning in outcome_warnings(args.suite, {args.split: records}):
+    scored = score_file(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
+                        suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
+                        command=command, label=args.label, overwrite=args.overwrite)
+    print_metrics(scored.metrics)
+    for note in scored.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for warning in scored.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote the run to {out}")
+    print(f"wrote the run to {scored.path}")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace, rest: list[str], command: str) -> int:
+    from bench.predictions import compact_run
+
+    for run in args.runs:
+        for path in compact_run(run):
+            print(f"wrote {path}")
     return 0
 
 
@@ -298,5 +313,5 @@ def print_metrics(metrics: dict) -> None:
                    tablefmt="simple", disable_numparse=True))  # 100.0 stays 100.0 beside 29.4
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "score": cmd_score, "report": cmd_report, "data": cmd_data,
-            "train": cmd_train, "ablate": cmd_ablate}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "score": cmd_score, "compact": cmd_compact, "report": cmd_report,
+            "data": cmd_data, "train": cmd_train, "ablate": cmd_ablate}

@@ -4,25 +4,53 @@ A line: {"sample_id": str, "split": str, "segmentation": COCO RLE at the origina
 "iou": float, "status": "ok" | "failed", "error": str | null, "intersection": int, "union": int}.
 Only `sample_id` and `segmentation` are required by `bench score`. Files are read as a stream (line
 offsets, not records, are kept), split on b"\n" only, and every RLE is validated before anything decodes it.
+
+A finished run's predictions may be stored gzipped (`predictions.jsonl.gz`, written by `bench compact`):
+every reader here opens them transparently, and `PredictionWriter` (a resumed run) first expands them back
+to plain JSONL, which it appends to line by line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.errors import DataFormatError
 from bench.masks import RLEError, rle_counts
 
+GZ = ".gz"
+
+
+def is_gzipped(path: Path) -> bool:
+    return Path(path).name.endswith(GZ)
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """A predictions file opened for reading bytes, gunzipped when its name ends in .gz."""
+    return gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")  # noqa: SIM115 - the caller closes it
+
 
 class PredictionWriter:
-    """Appends records to a JSONL file, one write and flush per line so a killed run loses at most one line."""
+    """Appends records to a JSONL file, one write and flush per line so a killed run loses at most one line.
+
+    Given a gzipped file (a compacted run being resumed), it first expands it to the plain file beside it
+    (atomically) and appends there."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        path = Path(path)
+        if is_gzipped(path):
+            plain = path.with_name(path.name[: -len(GZ)])
+            if path.exists():
+                _expand(path, plain)
+            path = plain
+        self.path = path
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -46,7 +74,7 @@ def iter_records(path: Path, repair_tail: bool = False) -> Iterator[tuple[int, d
     Every segmentation is validated (`bench.masks.rle_counts`). With `repair_tail`, an unterminated last line
     (a run killed mid-write) is cut off instead.
     """
-    if repair_tail:
+    if repair_tail and not is_gzipped(path):  # a gzipped file is written whole, never torn
         _cut_unterminated_tail(Path(path))
     for number, _, record in _iter_lines(Path(path)):
         yield number, record
@@ -55,7 +83,7 @@ def iter_records(path: Path, repair_tail: bool = False) -> Iterator[tuple[int, d
 def _iter_lines(path: Path, validate: bool = True) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(line number, byte offset, record) of every non-blank line, split on b"\n" only: a JSON string may
     hold U+2028 or U+0085, which str.splitlines would take for line ends."""
-    with open(path, "rb") as handle:
+    with _open_binary(path) as handle:
         offset = 0
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
@@ -145,22 +173,129 @@ def read_line(handle: BinaryIO, path: Path, number: int, offset: int) -> dict[st
 def read_predictions(path: Path, split: str | None = None) -> tuple[dict[str, dict[str, Any]], int]:
     """(records by sample_id, number of lines left out) for scoring `split`: `index_predictions`, read."""
     index, left_out = index_predictions(path, split)
-    with open(path, "rb") as handle:
+    with readable_predictions(path) as plain, open(plain, "rb") as handle:
         return {sid: read_line(handle, Path(path), *where) for sid, where in index.items()}, left_out
 
 
-def write_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a whole predictions file atomically (temp file + rename), streaming `records`; if they raise,
-    the temp file is removed and `path` is left as it was."""
+def record_line(record: dict[str, Any]) -> str:
+    """`json.dumps(record, sort_keys=True) + "\n"` for a predictions record, written out directly for the usual
+    shape (an ok record with a compressed RLE; tests/test_predictions.py checks they agree), else json.dumps."""
+    segmentation = record.get("segmentation")
+    if (len(record) == 9 and record.get("status") == "ok" and "error" in record
+            and record["error"] is None
+            and isinstance(segmentation, dict) and len(segmentation) == 2 and isinstance(segmentation.get("counts"), str)
+            and type(record.get("iou")) is float and all(type(record.get(k)) is int for k in ("area", "intersection",
+                                                                                            "union"))
+            and isinstance(record.get("sample_id"), str) and isinstance(record.get("split"), str)
+            and record["iou"] - record["iou"] == 0.0):  # finite
+        size = segmentation.get("size")
+        if isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size):
+            return (f'{{"area": {record["area"]}, "error": null, "intersection": {record["intersection"]}, '
+                    f'"iou": {record["iou"]!r}, "sample_id": {_json_string(record["sample_id"])}, '
+                    f'"segmentation": {{"counts": {_json_string(segmentation["counts"])}, '
+                    f'"size": [{size[0]}, {size[1]}]}}, "split": {_json_string(record["split"])}, '
+                    f'"status": "ok", "union": {record["union"]}}}\n')
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def write_records(path: Path, records: Iterable[dict[str, Any]],
+                  encode: Callable[[dict[str, Any]], str] = record_line) -> None:
+    """Write a whole predictions file atomically (temp file + rename), streaming `records` (gzipped when the
+    name ends in .gz); if they raise, the temp file is removed and `path` is left as it was."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        with open(tmp, "wb") as raw:
+            with _gzip_writer(raw) if is_gzipped(path) else contextlib.nullcontext(raw) as binary:
+                for record in records:
+                    binary.write(encode(record).encode("utf-8"))
+            raw.flush()
+            os.fsync(raw.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
+    """Deterministic gzip (no name, no time stamp): the same records give the same bytes."""
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9)
+
+
+def _expand(gzipped: Path, plain: Path) -> None:
+    """Gunzip `gzipped` into `plain` atomically, then remove `gzipped`."""
+    tmp = plain.with_name(plain.name + ".tmp")
+    try:
+        with gzip.open(gzipped, "rb") as source, open(tmp, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+            target.flush()
+            os.fsync(target.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, plain)
+    gzipped.unlink()
+
+
+def compress(plain: Path) -> Path:
+    """Gzip a predictions file into `<name>.gz` atomically, then remove the plain file; returns the new path.
+    A kill in between leaves both, identical in content; the plain one is read first."""
+    plain = Path(plain)
+    gzipped = plain.with_name(plain.name + GZ)
+    tmp = gzipped.with_name(gzipped.name + ".tmp")
+    try:
+        with open(plain, "rb") as source, open(tmp, "wb") as raw:
+            with _gzip_writer(raw) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            raw.flush()
+            os.fsync(raw.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, gzipped)
+    plain.unlink()
+    return gzipped
+
+
+@contextlib.contextmanager
+def readable_predictions(path: Path) -> Iterator[Path]:
+    """A plain JSONL path for `path`: itself, or for a gzipped file a temporary plain copy (removed after), so
+    that it can be indexed by byte offsets and read back line by line."""
+    path = Path(path)
+    if not is_gzipped(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-predictions-") as scratch:
+        plain = Path(scratch) / path.name[: -len(GZ)]
+        try:
+            with gzip.open(path, "rb") as source, open(plain, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except (OSError, EOFError) as exc:
+            raise DataFormatError(f"{path}: not a readable gzip file ({exc})") from None
+        yield plain
+
+
+def compact_run(run: Path) -> list[Path]:
+    """Gzip the merged predictions files of a finished run directory (holding its lock); returns the new files.
+    Refuses a directory that holds no run, a run that is not complete, and rank files left to merge."""
+    from bench.errors import BenchError
+    from bench.rundir import RunDir, RunLock
+
+    rundir = RunDir(run)
+    if not rundir.exists():
+        raise BenchError(f"{rundir.path} holds no run (no {rundir.run_file.name})")
+    with RunLock(rundir.path):
+        record = rundir.read()
+        if record.status != "complete":
+            raise BenchError(f"{rundir.path}: the run is {record.status}; finish it (--resume) before compacting")
+        written = []
+        for suite in rundir.suites:
+            files = rundir.prediction_files(suite)
+            if any(path != rundir.predictions(suite) for path in files):
+                raise BenchError(f"{rundir.path}: rank files of {suite} are not merged yet; finish the run first")
+            for path in files:
+                written.append(path if is_gzipped(path) else compress(path))
+        return written

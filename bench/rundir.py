@@ -4,7 +4,7 @@ Every command that makes or reads runs (`bench run`, `bench score`, `bench repor
 this module, so a run directory has one layout:
 
     run.json                        configuration, provenance, status and kind (schema below)
-    predictions.jsonl               one line per sample (see bench.predictions)
+    predictions.jsonl               one line per sample (see bench.predictions); .jsonl.gz once `bench compact`ed
     metrics.json                    per-split metrics
     predictions.<suite>.jsonl       the same per suite, when one run covers several suites
     predictions[.<suite>].rank<k>.jsonl   a rank's own file under a launcher, merged and removed at the end
@@ -124,8 +124,11 @@ class RunDir:
         return self.path / (".".join(parts) + (".jsonl" if kind == "predictions" else ".json"))
 
     def predictions(self, suite: str, rank: int | None = None) -> Path:
-        """`predictions[.<suite>][.rank<k>].jsonl`."""
-        return self._name("predictions", suite, rank)
+        """`predictions[.<suite>][.rank<k>].jsonl`, or the merged file's gzipped form `.jsonl.gz` when only that
+        is there (`bench compact`; bench.predictions reads it transparently)."""
+        path = self._name("predictions", suite, rank)
+        gzipped = path.with_name(path.name + ".gz")
+        return gzipped if rank is None and not path.exists() and gzipped.exists() else path
 
     def metrics(self, suite: str) -> Path:
         """`metrics[.<suite>].json`."""
@@ -134,7 +137,8 @@ class RunDir:
     def prediction_files(self, suite: str) -> list[Path]:
         """The suite's merged predictions file (if written) followed by any rank files."""
         main = self.predictions(suite)
-        stem = main.name[: -len(".jsonl")]
+        stem = main.name[: -len(".gz")] if main.name.endswith(".gz") else main.name
+        stem = stem[: -len(".jsonl")]
         ranks = sorted(self.path.glob(f"{stem}.rank*.jsonl"))
         return ([main] if main.exists() else []) + ranks
 

@@ -8,7 +8,10 @@ per-sample scoring and aggregation are bench.metrics'. Scoring streams: the pred
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,15 +19,34 @@ from bench.errors import BenchError, UnknownSplitError
 from bench.loading import read_target_rle
 from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
-from bench.predictions import index_predictions, read_line, write_records
+from bench.predictions import index_predictions, read_line, readable_predictions, record_line, write_records
 from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
+FAILURE_REASONS = 3  # as bench.runner: the most frequent failure reasons named in a warning
 
 
-def score_predictions(
+@dataclass
+class Scored:
+    """What `bench score` prints: the run directory, its metrics, notes on the input (run.json's warnings
+    about the data and the file) and warnings about the outcome (failed samples, all-empty masks; also in
+    run.json, as `bench run` records them)."""
+
+    path: Path
+    metrics: dict[str, Any]
+    notes: list[str]
+    warnings: list[str]
+
+
+def score_predictions(*args: Any, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
+    """`score_file`, returning (run directory, metrics)."""
+    scored = score_file(*args, **kwargs)
+    return scored.path, scored.metrics
+
+
+def score_file(
     suite_name: str,
     split: str,
     predictions: Path,
@@ -35,8 +57,10 @@ def score_predictions(
     command: str | None = None,
     label: str | None = None,
     overwrite: bool = False,
-) -> tuple[Path, dict[str, Any]]:
-    """Score `predictions` on one split; writes a run directory (run.json, predictions.jsonl, metrics.json).
+) -> Scored:
+    """Score `predictions` (JSONL, or gzipped JSONL when its name ends in .gz) on one split; writes a run
+    directory (run.json, predictions.jsonl, metrics.json). Samples, predictions and records stream: memory
+    does not grow with the split.
 
     An existing run directory is replaced only with `overwrite`."""
     protocol = protocol or Protocol()
@@ -50,54 +74,62 @@ def score_predictions(
     suite = SUITES.get(suite_name)(data_root=data_root, **suite_args)
     if split not in suite.splits:
         raise UnknownSplitError(suite_name, [split], suite.splits)
-    samples = suite.samples(split)
-    index, n_other_split = index_predictions(predictions, split=split)
-    wanted = {s.sample_id for s in samples}
-    n_outside = n_other_split + sum(sid not in wanted for sid in index)
-    run_warnings = [f"{suite_name}: {w}" for w in suite.warnings]
-    if n_outside:
-        run_warnings.append(f"{n_outside} predictions in {predictions} are not in {suite_name}/{split} and were ignored")
-    evaluator = SegmentationEvaluator(protocol)
-    rundir.path.mkdir(parents=True, exist_ok=True)
-    with RunLock(rundir.path):  # a run, or another bench score, writing the same directory is refused
-        with open(predictions, "rb") as handle:
-            write_records(rundir.predictions(suite_name), _scored(samples, index, handle, predictions, evaluator))
-        n_missing = len(samples) - sum(s.sample_id in index for s in samples)
-        if n_missing:
-            run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as empty masks")
-        metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
-        rundir.write_metrics(suite_name, metrics)
-        now = now_iso()
-        spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
-                "data_root": data_root, "suite_args": suite_args, "protocol": protocol.to_dict(), "label": label}
-        rundir.write(RunRecord(
-            model=MODEL_NAME,
-            suites=[suite_name],
-            splits={suite_name: [split]},
-            status="complete",
-            label=label or predictions.stem,
-            spec=spec,
-            command=command,
-            model_config={"predictions": str(predictions)},
-            protocol={**protocol.to_dict(), suite_name: suite.protocol()},
-            git_commit=git_commit(),
-            versions=package_versions(),
-            dataset_fingerprints={suite_name: suite.fingerprint()},
-            warnings=run_warnings,
-            created=now,
-            updated=now,
-        ))
-        return rundir.path, metrics
+    samples = suite.iter_samples(split)
+    first = next(samples, None)  # the split is read and checked here, before anything is written
+    index, n_other_split = index_predictions(predictions, split=split)  # offsets into the plain (gunzipped) text
+    with readable_predictions(predictions) as plain:
+        run_warnings = [f"{suite_name}: {w}" for w in suite.warnings]
+        evaluator = SegmentationEvaluator(protocol)
+        tally = OutcomeTally(suite_name, split)
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        with RunLock(rundir.path):  # a run, or another bench score, writing the same directory is refused
+            with open(plain, "rb") as handle:
+                stream = _scored(itertools.chain([first] if first else [], samples), index, handle, predictions,
+                                 evaluator, tally)
+                write_records(rundir.predictions(suite_name), stream, encode=record_line)
+            n_outside = n_other_split + len(index) - tally.n_predicted
+            if n_outside:
+                run_warnings.append(f"{n_outside} predictions in {predictions} are not in {suite_name}/{split} and "
+                                    "were ignored")
+            n_missing = tally.n - tally.n_predicted
+            if n_missing:
+                run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as "
+                                    "empty masks")
+            outcome = tally.warnings()
+            metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
+            rundir.write_metrics(suite_name, metrics)
+            now = now_iso()
+            spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
+                    "data_root": data_root, "suite_args": suite_args, "protocol": protocol.to_dict(), "label": label}
+            rundir.write(RunRecord(
+                model=MODEL_NAME,
+                suites=[suite_name],
+                splits={suite_name: [split]},
+                status="complete",
+                label=label or predictions.stem,
+                spec=spec,
+                command=command,
+                model_config={"predictions": str(predictions)},
+                protocol={**protocol.to_dict(), suite_name: suite.protocol()},
+                git_commit=git_commit(),
+                versions=package_versions(),
+                dataset_fingerprints={suite_name: suite.fingerprint()},
+                warnings=run_warnings + outcome,
+                created=now,
+                updated=now,
+            ))
+            return Scored(rundir.path, metrics, run_warnings, outcome)
 
 
-def _scored(samples: list[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,
-            evaluator: SegmentationEvaluator) -> Iterator[dict[str, Any]]:
-    """Each sample's record, in sample order, added to `evaluator` as it is produced."""
+def _scored(samples: Iterable[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,
+            evaluator: SegmentationEvaluator, tally: OutcomeTally) -> Iterator[dict[str, Any]]:
+    """Each sample's record, in sample order, added to `evaluator` and `tally` as it is produced."""
     for sample in samples:
         where = index.get(sample.sample_id)
         record = None if where is None else read_line(handle, path, *where)
         scored = _score_one(sample, record, evaluator.protocol)
         evaluator.process(scored["sample_id"], scored["intersection"], scored["union"], scored["status"] != "ok")
+        tally.add(scored, where is not None)
         yield scored
 
 
@@ -117,3 +149,40 @@ def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol
         pred = coco_rle(record["segmentation"], validated=True)
     target, target_error = read_target_rle(sample, protocol.ignore_value)
     return score_rle_sample(sample.sample_id, sample.split, pred, target_error or error, target, protocol)
+
+
+class OutcomeTally:
+    """`bench.runner.outcome_warnings` of one split, kept as counts while records stream past (the same text:
+    tests/test_scoring.py compares them)."""
+
+    def __init__(self, suite: str, split: str):
+        self.suite, self.split = suite, split
+        self.n = self.n_predicted = self.n_failed = 0
+        self.reasons: Counter[str] = Counter()  # insertion order: ties go to the first failure, as there
+        self.first_failed: str | None = None
+        self.n_ok = self.n_ok_empty = 0
+
+    def add(self, record: dict[str, Any], predicted: bool) -> None:
+        self.n += 1
+        self.n_predicted += predicted
+        if record["status"] != "ok":
+            self.n_failed += 1
+            self.reasons[str(record["error"])] += 1
+            if self.first_failed is None:
+                self.first_failed = record["sample_id"]
+        else:
+            self.n_ok += 1
+            self.n_ok_empty += record.get("area") == 0
+
+    def warnings(self) -> list[str]:
+        warnings = []
+        where = f"{self.suite}/{self.split}"
+        if self.n_failed:
+            shown = "; ".join(f"{count} x {reason}" for reason, count in self.reasons.most_common(FAILURE_REASONS))
+            more = len(self.reasons) - FAILURE_REASONS
+            warnings.append(f"{where}: {self.n_failed} of {self.n} samples failed ({shown}"
+                            + (f"; and {more} other reasons)" if more > 0 else ")")
+                            + f"; first: {self.first_failed}")
+        if self.n_ok and self.n_ok_empty == self.n_ok:
+            warnings.append(f"{where}: every predicted mask is empty")
+        return warnings
