@@ -9,9 +9,10 @@ from perfdata import write_coco_sized_set
 
 SMALL, LARGE = 1_000, 10_000
 TARGET = 1.25
-# bench score's suite loader (bench/suites/refer.py, bench/safe_pickle.py) holds every sample and the parsed
-# refs/instances in memory, about 3 KiB a sample: not streaming, so score is held to a regression guard only
-LIMITS = {"run": TARGET, "score": 2.0}
+# bench score streams samples, predictions and records, but the refer loader still parses the whole refs pickle
+# and instances.json before compacting them (about 1 KiB a sample at the peak): score is held to a regression
+# guard below its previous 1.68, the target is reported beside the ratio
+LIMITS = {"run": TARGET, "score": 1.5}
 
 
 def _score_args(data_root, predictions, out) -> list[str]:
