@@ -118,6 +118,7 @@ class TrainConfig:
     gen_sampler: str = "logit_normal"
     gen_sampler_params: dict[str, float] = field(default_factory=lambda: {"mean": 0.0, "std": 1.0})
     eval_every: int = 500
+    generation_eval: int = 0  # after training, score text-to-image samples of this many held-out captions
     checkpoint_minutes: float = 5.0
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
     stop_at_step: int = 0  # stop (and save) once this step is done, to split a run into sessions; 0 = never

@@ -59,7 +59,7 @@ from genmask.data import (
     suite_groups,
 )
 from genmask.model import GenMask, check_inputs, images_to_tensor, masks_to_tensor, widen_patch_embedding
-from genmask.timesteps import sample_timesteps
+from genmask.timesteps import density, sample_timesteps
 
 VAL_SEED_OFFSET = 1_000_003  # validation scenes come from a different synth stream than training scenes
 
@@ -364,11 +364,32 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     model.eval()
     with averaged(ema):
         metrics = {"step": loop.done, "wall_seconds": loop.wall(),
-                   "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4)}
+                   "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4),
+                   **training_records(model)}
         model.save_pretrained(out / "final")
     (out / "final" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     loop.log.write({"stage": "dit", "final": metrics})
     return metrics
+
+
+def training_records(model: GenMask, points: int = 99) -> dict:
+    """What a comparison of runs needs beyond validation: the segmentation timestep density trained with (on a
+    grid of t), and with `train.generation_eval` the text-to-image quality on held-out captions."""
+    from genmask.generate import generation_quality, held_out_captions
+    from genmask.model import generate_images
+
+    train = model.config.train
+    records = {}
+    if train.seg_fraction > 0:
+        t = torch.linspace(0.01, 0.99, points, dtype=torch.float64)
+        records["seg_timestep_density"] = {
+            "sampler": train.seg_sampler, "params": dict(train.seg_sampler_params), "t": t.tolist(),
+            "density": density(train.seg_sampler, t, **train.seg_sampler_params).tolist()}
+    if train.generation_eval:
+        captions, _ = held_out_captions(train.generation_eval, model.config.image_size)
+        with torch.inference_mode():
+            records["generation"] = generation_quality(generate_images(model, captions, seed=train.seed), captions)
+    return records
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -97,7 +97,7 @@ def test_foundation_init_needs_a_vlm_dir() -> None:
     with pytest.raises(ValueError, match="needs train.vlm_dir"):
         build_model(config)
     config.train.init = "pretrained"
-    with pytest.raises(ValueError, match="'scratch' or 'foundation'"):
+    with pytest.raises(ValueError, match="'scratch', 'foundation' or 'checkpoint'"):
         build_model(config)
 
 

@@ -76,7 +76,6 @@ class TrainedEvalConfig(EvalConfig):
     train_args: dict[str, Any] = field(default_factory=dict)  # key=value overrides, e.g. "train.steps" = 200
     seed_key: str = "train.seed"
     output: str = "final"  # the trained model's folder under the trainer's --out
-    generation: int = 0  # also score text-to-image samples of N held-out captions (joint training)
 
     def training_argv(self, seed: int | str = "SEED") -> list[str]:
         """The trainer's command line without --out: `--name=value` options, then sorted `key=value` overrides
