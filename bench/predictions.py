@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.errors import DataFormatError
-from bench.masks import RLEError, rle_counts
+from bench.masks import RLEError, counts_valid, rle_counts
 
 GZ = ".gz"
 
@@ -104,11 +104,15 @@ def parse_line(path: Path, number: int, raw: bytes, validate: bool = True) -> di
     if "segmentation" not in record:
         raise DataFormatError(f"{path}:{number}: missing 'segmentation' (COCO RLE or null)")
     if validate and record["segmentation"] is not None:
-        try:
-            rle_counts(record["segmentation"])
-        except RLEError as exc:
-            raise DataFormatError(f"{path}:{number}: bad 'segmentation' RLE: {exc}") from None
+        _validate_rle(path, number, record["segmentation"])
     return record
+
+
+def _validate_rle(path: Path, number: int, segmentation: Any) -> None:
+    try:
+        rle_counts(segmentation)
+    except RLEError as exc:
+        raise DataFormatError(f"{path}:{number}: bad 'segmentation' RLE: {exc}") from None
 
 
 def _cut_unterminated_tail(path: Path, chunk: int = 1 << 16) -> None:
@@ -168,6 +172,37 @@ def read_line(handle: BinaryIO, path: Path, number: int, offset: int) -> dict[st
     its RLE validated."""
     handle.seek(offset)
     return parse_line(path, number, handle.readline())
+
+
+def read_lines(handle: BinaryIO, path: Path, places: list[tuple[int, int] | None]) -> list[dict[str, Any] | None]:
+    """`read_line` for many lines at once: the record at each (line number, byte offset), None for None.
+
+    The RLEs are validated together (`bench.masks.counts_valid`: one vectorised pass over all their counts
+    strings); any it is not certain of goes through `rle_counts` as in `read_line`. The error raised is the
+    one `read_line` would raise first, taking the places in order."""
+    records: list[dict[str, Any] | None] = []
+    numbers: list[int] = []
+    malformed = None
+    for place in places:
+        if place is None:
+            records.append(None)
+            continue
+        number, offset = place
+        handle.seek(offset)
+        try:
+            records.append(parse_line(path, number, handle.readline(), validate=False))
+        except DataFormatError as exc:  # raised after the RLEs of the lines before it are checked
+            malformed = exc
+            break
+        numbers.append(number)
+    segmentations = [record["segmentation"] for record in records if record is not None]
+    certain = counts_valid(segmentations)
+    for number, segmentation, valid in zip(numbers, segmentations, certain, strict=True):
+        if not valid and segmentation is not None:
+            _validate_rle(path, number, segmentation)
+    if malformed is not None:
+        raise malformed
+    return records
 
 
 def read_predictions(path: Path, split: str | None = None) -> tuple[dict[str, dict[str, Any]], int]:

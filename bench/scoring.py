@@ -2,8 +2,9 @@
 
 Writes a run directory with the same layout and `run.json` schema as `bench run` (through bench.rundir);
 per-sample scoring and aggregation are bench.metrics'. Scoring streams: the predictions file is indexed
-(validated, offsets kept), each sample's line is read, scored in RLE space against the ground truth's RLE
-(never decoded; the prediction's RLE passes through) and written, so memory does not grow with the samples.
+(validated, offsets kept), the samples' lines are read back in batches of READ_BATCH (their RLEs validated
+together), each scored in RLE space against the ground truth's RLE (never decoded; the prediction's RLE passes
+through) and written, so memory does not grow with the samples.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from bench.errors import BenchError, UnknownSplitError
 from bench.loading import read_target_rle
 from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
-from bench.predictions import index_predictions, read_line, readable_predictions, record_line, write_records
+from bench.predictions import index_predictions, read_lines, readable_predictions, record_line, write_records
 from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
 FAILURE_REASONS = 3  # as bench.runner: the most frequent failure reasons named in a warning
+READ_BATCH = 512  # predictions read and their RLEs validated together (bench.predictions.read_lines)
 
 
 @dataclass
@@ -124,13 +126,14 @@ def score_file(
 def _scored(samples: Iterable[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,
             evaluator: SegmentationEvaluator, tally: OutcomeTally) -> Iterator[dict[str, Any]]:
     """Each sample's record, in sample order, added to `evaluator` and `tally` as it is produced."""
-    for sample in samples:
-        where = index.get(sample.sample_id)
-        record = None if where is None else read_line(handle, path, *where)
-        scored = _score_one(sample, record, evaluator.protocol)
-        evaluator.process(scored["sample_id"], scored["intersection"], scored["union"], scored["status"] != "ok")
-        tally.add(scored, where is not None)
-        yield scored
+    samples = iter(samples)
+    while batch := list(itertools.islice(samples, READ_BATCH)):
+        places = [index.get(sample.sample_id) for sample in batch]
+        for sample, where, record in zip(batch, places, read_lines(handle, path, places), strict=True):
+            scored = _score_one(sample, record, evaluator.protocol)
+            evaluator.process(scored["sample_id"], scored["intersection"], scored["union"], scored["status"] != "ok")
+            tally.add(scored, where is not None)
+            yield scored
 
 
 def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from bench.masks import (
     RLEError,
     RleTarget,
     coco_rle,
+    counts_valid,
     decode_rle,
     encode_rle,
     rle_area,
@@ -125,3 +126,67 @@ def test_dense_target_in_rle_space_keeps_foreground_and_ignore_apart():
     assert (mask_utils.decode(rle_target.foreground) == (target == 1)).all()
     assert (mask_utils.decode(rle_target.ignore) == (target == 255)).all()
     assert RleTarget.from_dense(np.ones((2, 2), np.uint8), 255).ignore is None
+
+
+def _accepted(rle) -> bool:
+    try:
+        rle_counts(rle)
+    except RLEError:
+        return False
+    return True
+
+
+def _fuzzed(rng, rle):
+    """`rle` broken (or not) in one of the ways a hostile or buggy file could: a character changed, dropped,
+    added or cut off, the size changed, or counts of any sign and size written out (summing to the size or not)."""
+    counts, (h, w) = list(rle["counts"]), rle["size"]
+    kind = rng.integers(0, 7)
+    if kind == 0 and counts:
+        counts[rng.integers(len(counts))] = chr(rng.integers(32, 127))
+    elif kind == 1 and counts:
+        del counts[rng.integers(len(counts))]
+    elif kind == 2:
+        counts.insert(rng.integers(len(counts) + 1), chr(rng.integers(48, 112)))
+    elif kind == 3 and counts:
+        counts = counts[: rng.integers(len(counts))]
+    elif kind == 4:
+        return {"size": [int(h), int(w) + int(rng.integers(-1, 2))], "counts": "".join(counts)}
+    elif kind == 5:
+        runs = [int(v) for v in rng.integers(-3, 2**34 if rng.random() < 0.3 else 40, size=rng.integers(0, 9))]
+        total = sum(runs)
+        size = [1, total] if total >= 0 and rng.random() < 0.8 else [2, 3]
+        return {"size": size, "counts": coco_string(runs)}
+    elif kind == 6:  # a foreign shape: counts as a list, bytes, a tuple size, an extra key
+        shape = rng.integers(0, 4)
+        if shape == 0:
+            return {"size": list(rle["size"]), "counts": rle_counts(rle).tolist() if _accepted(rle) else [1, 2]}
+        if shape == 1:
+            return {"size": list(rle["size"]), "counts": rle["counts"].encode()}
+        if shape == 2:
+            return {"size": tuple(rle["size"]), "counts": rle["counts"]}
+        return {**rle, "extra": 1}
+    return {"size": [int(h), int(w)], "counts": "".join(counts)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_validation_agrees_with_rle_counts(seed):
+    """counts_valid is only ever trusted where it says True, and it must say True exactly where rle_counts
+    accepts: on valid masks, fuzzed ones and foreign shapes, in chunks of any size."""
+    rng = np.random.default_rng(seed)
+    valid = [encode_rle(mask) for mask in random_masks(rng, 80)]
+    rles = valid + [_fuzzed(rng, rle) for rle in valid for _ in range(4)] + list(BAD_RLES[k][0] for k in BAD_RLES)
+    rles += [{"size": [0, 5], "counts": ""}, {"size": [0, 0], "counts": "0"}, {"size": [1, 1], "counts": "10"},
+             {"size": [2**20, 2**13], "counts": coco_string([2**33 - 1, 1])}]  # 2**33 pixels: rle_counts' job
+    order = rng.permutation(len(rles))
+    rles = [rles[i] for i in order]
+    expected = np.array([_accepted(rle) for rle in rles])
+    assert 0.2 < expected.mean() < 0.8  # both outcomes are well represented
+    for chunk in (1, 7, 64, len(rles)):
+        got = np.concatenate([counts_valid(rles[i:i + chunk]) for i in range(0, len(rles), chunk)])
+        certain = {i for i in np.flatnonzero(got)}
+        assert certain <= set(np.flatnonzero(expected))  # never trusted where rle_counts refuses
+        plain = [i for i, rle in enumerate(rles) if type(rle) is dict and set(rle) == {"size", "counts"}
+                 and isinstance(rle["counts"], str) and isinstance(rle["size"], list) and len(rle["size"]) == 2
+                 and all(type(v) is int and v >= 0 for v in rle["size"]) and rle["size"][0] * rle["size"][1] < 2**32]
+        assert (got[plain] == expected[plain]).all()  # and certain of every plain one it accepts
+    assert counts_valid([]).tolist() == []

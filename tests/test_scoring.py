@@ -219,3 +219,25 @@ def test_refer_samples_stream_as_they_list(data_root):
     for a, b in zip(listed, streamed, strict=True):
         (ta, ea), (tb, eb) = read_target(a), read_target(b)
         assert ea == eb and (ta is None) == (tb is None) and (ta is None or np.array_equal(ta, tb))
+
+
+@pytest.mark.parametrize("short_first", [False, True])
+def test_batched_reading_raises_the_first_bad_rle_in_sample_order(tmp_path, data_root, capsys, short_first):
+    """Predictions are read and their RLEs validated in batches; the error is still the first one a
+    sample-by-sample reading meets, naming its file and line."""
+    ids = [str(10 * image + sent) for image in range(1, len(KINDS) + 1) for sent in (0, 1)]  # sample order
+    good = encode_rle(np.ones((H, W), bool))
+    short = {"size": [H, W], "counts": encode_rle(np.ones((H, W - 1), bool))["counts"]}
+    unterminated = {"size": [H, W], "counts": good["counts"] + "P"}
+    lines = [json.dumps({"sample_id": sid, "segmentation": good}) for sid in ids]
+    at_short, at_unterminated = (3, 5) if short_first else (5, 3)
+    lines[at_short] = json.dumps({"sample_id": ids[at_short], "segmentation": short})
+    lines[at_unterminated] = json.dumps({"sample_id": ids[at_unterminated], "segmentation": unterminated})
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("\n".join(lines[::-1]) + "\n")  # file order is not sample order
+    assert _score(data_root, predictions, tmp_path / "run") != 0
+    message = capsys.readouterr().err
+    if short_first:
+        assert f"{predictions}:{len(ids) - at_short}: bad 'segmentation' RLE: counts cover 744 pixels" in message
+    else:
+        assert f"{predictions}:{len(ids) - at_unterminated}: bad 'segmentation' RLE: counts string ends" in message

@@ -19,13 +19,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
-from bench.masks import segmentation_to_rle
+from bench.masks import counts_valid, segmentation_to_rle
 from bench.safe_pickle import load_refs_pickle
 from bench.suites.base import SUITES, Sample, Suite
 from bench.suites.writers import instances_path, refs_path
 
 DATA_ROOT_ENV = "BENCH_DATA_ROOT"
 FINGERPRINT_CHARS = 16
+_VALIDATE_BATCH = 512  # ground-truth RLEs whose counts are checked together
 
 REFER_LAYOUT = """\
 {root}/refer_seg/images/mscoco/images/train2014/COCO_train2014_000000xxxxxx.jpg
@@ -157,6 +158,7 @@ class ReferSuite(Suite):
         self._fingerprint: str | None = None
         self._last_target: tuple[int, Any] | None = None  # (ann_id, RLE or the error): sentences of a ref share it
         self._image_places: dict[Any, tuple[Path, str | None]] = {}  # image id -> (path, refusal)
+        self._valid_rles: set[Any] = set()  # ids of RLE annotations whose counts passed counts_valid
 
     def refer_root(self) -> Path:
         """Directory holding <dataset>/refs(<split_by>).p and <dataset>/instances.json."""
@@ -231,14 +233,27 @@ class ReferSuite(Suite):
                     seen_ids.add(sample_id)
             del seen_ids
             self._check_counts(split, refs)
+            self._validate_rles(files, refs)
             self._split_refs[split] = refs
         return self._split_refs[split]
+
+    def _validate_rles(self, files: _ReferFiles, refs: list[tuple[Any, ...]]) -> None:
+        """Check the counts of the refs' RLE annotations together (`counts_valid`, in batches); those it is
+        certain of are not checked again one by one when their target is made, the others are (and fail
+        their samples with the reason)."""
+        ids = list(dict.fromkeys(ref[_ANN_ID] for ref in refs
+                                 if isinstance(files.annotations[ref[_ANN_ID]]["segmentation"], dict)))
+        for start in range(0, len(ids), _VALIDATE_BATCH):
+            chunk = ids[start:start + _VALIDATE_BATCH]
+            certain = counts_valid([files.annotations[ann_id]["segmentation"] for ann_id in chunk])
+            self._valid_rles.update(ann_id for ann_id, ok in zip(chunk, certain, strict=True) if ok)
 
     def _target_rle(self, ann_id: int, segmentation: Any, height: int, width: int) -> dict[str, Any]:
         """The annotation's RLE; the last one is kept, since the sentences of one ref follow each other."""
         if self._last_target is None or self._last_target[0] != ann_id:
             try:
-                made: Any = segmentation_rle(_unpacked_segmentation(segmentation), height, width)
+                made: Any = segmentation_rle(_unpacked_segmentation(segmentation), height, width,
+                                             ann_id in self._valid_rles)  # validated
             except Exception as exc:  # noqa: BLE001 - raised again for every sample of this annotation
                 made = exc
             self._last_target = (ann_id, made)
@@ -348,12 +363,13 @@ def _stays_inside(file_name: str) -> bool:
     return bool(file_name) and not path.is_absolute() and ".." not in path.parts
 
 
-def segmentation_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+def segmentation_rle(segmentation: Any, height: int, width: int, validated: bool = False) -> dict[str, Any]:
     """A COCO segmentation as one pycocotools RLE: polygons, an RLE (compressed or not), or a list of RLEs (as
-    LISA's refer code accepts), parts merged with OR; an RLE of another size fails before it is decoded."""
+    LISA's refer code accepts), parts merged with OR; an RLE of another size fails before it is decoded.
+    `validated`: a single RLE whose counts already passed `counts_valid`."""
     if isinstance(segmentation, list) and segmentation and all(isinstance(part, dict) for part in segmentation):
         return mask_utils.merge([segmentation_to_rle(part, height, width) for part in segmentation])
-    return segmentation_to_rle(segmentation, height, width)
+    return segmentation_to_rle(segmentation, height, width, validated=validated)
 
 
 @SUITES.register("refcoco")
