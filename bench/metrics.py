@@ -56,14 +56,20 @@ def rle_intersection_union(pred: dict[str, Any] | None, target: RleTarget) -> tu
     """`intersection_union` from RLE operations: `pred` is a validated pycocotools RLE (None: an empty mask).
 
     Ignored pixels are disjoint from the target's foreground, so U = |pred| + |gt| - I - |pred AND ignored|."""
+    inter, union, _ = _rle_counts_of(pred, target)
+    return inter, union
+
+
+def _rle_counts_of(pred: dict[str, Any] | None, target: RleTarget) -> tuple[int, int, int]:
+    """(I, U, |pred|) of `rle_intersection_union` (the prediction's area is needed by both)."""
     if pred is None:
-        return 0, target.area
+        return 0, target.area, 0
     if rle_size(pred) != target.size:
         raise ValueError(f"prediction size {rle_size(pred)} != target size {target.size}")
     area = rle_area(pred)
     inter = rle_intersection_area(pred, target.foreground) if area and target.area else 0
     ignored = rle_intersection_area(pred, target.ignore) if area and target.ignore is not None else 0
-    return inter, area + target.area - inter - ignored
+    return inter, area + target.area - inter - ignored, area
 
 
 def sample_iou(inter: int, union: int, protocol: Protocol) -> float:
@@ -248,10 +254,10 @@ def score_rle_sample(sample_id: str, split: str, pred: dict[str, Any] | None, er
                      target: RleTarget | None, protocol: Protocol) -> dict[str, Any]:
     """`score_sample` in RLE space: `pred` (a validated pycocotools RLE) is passed through, not re-encoded."""
     failed = pred is None or target is None
-    inter, union = (0, 0) if target is None else rle_intersection_union(pred, target)
+    inter, union, area = (0, 0, 0) if target is None else _rle_counts_of(pred, target)
     if failed:
         return _record(sample_id, split, None, error, inter, union, 0, protocol)
-    return _record(sample_id, split, json_rle(pred), None, inter, union, rle_area(pred), protocol)
+    return _record(sample_id, split, json_rle(pred), None, inter, union, area, protocol)
 
 
 def _record(sample_id: str, split: str, segmentation: dict[str, Any] | None, error: str | None, inter: int,

@@ -12,7 +12,7 @@ from conftest import run_measured
 from pycocotools import mask as mask_utils
 
 from bench.loading import read_target_rle
-from bench.masks import coco_rle, rle_size
+from bench.masks import coco_rle, counts_valid, rle_size
 from bench.metrics import Protocol, rle_intersection_union
 from bench.suites import SUITES
 
@@ -41,12 +41,13 @@ def test_harness_scores_in_rle_space(benchmark, scored_inputs):
     samples, rles = scored_inputs
     protocol = Protocol()
 
-    def score():
+    def score():  # as bench score: the RLEs validated together (bench.predictions.read_lines), then scored
         out = []
+        assert counts_valid(rles).all()
         for sample, rle in zip(samples, rles):
             assert rle_size(rle) == (sample.height, sample.width)
             target, _ = read_target_rle(sample, protocol.ignore_value)
-            out.append(rle_intersection_union(coco_rle(rle), target))
+            out.append(rle_intersection_union(coco_rle(rle, validated=True), target))
         return out
 
     benchmark.extra_info.update(samples=len(samples), role="measured", reference="naive per sample")

@@ -326,7 +326,7 @@ class ReferSuite(Suite):
 def _read_instances(path: Path) -> dict[str, Any]:
     """Read a COCO instances.json; DataFormatError naming the file (and line/column) if malformed."""
     try:
-        instances = json.loads(path.read_text(encoding="utf-8"))
+        instances = json.loads(path.read_text(encoding="utf-8"), object_hook=_packing_segmentations)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
@@ -338,6 +338,15 @@ def _read_instances(path: Path) -> dict[str, Any]:
         raise DataFormatError(f"{path}: expected a COCO object with lists 'images' and 'annotations' of "
                               "objects with an 'id'")
     return instances
+
+
+def _packing_segmentations(obj: dict[str, Any]) -> dict[str, Any]:
+    """json object_hook: an object's polygon `segmentation` packed (`_packed_segmentation`) as soon as the
+    object is parsed, so the lists of floats of all annotations are never held at once (they are most of
+    instances.json's parsed size)."""
+    if "segmentation" in obj:
+        obj["segmentation"] = _packed_segmentation(obj["segmentation"])
+    return obj
 
 
 def _lookup(files: _ReferFiles, ref: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
