@@ -173,3 +173,21 @@ def test_sam_tiny_trainer_micro(tmp_path):
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert metrics["step"] == 4 and 0.0 <= metrics["val_one_click"]["miou"] <= 1.0
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_adapter_on_a_trained_directory(micro_sam_dir, tmp_path):
+    from bench.models.base import MODELS, ModelInput
+    from bench.suites.base import Sample
+
+    model = make_lisa(micro_sam_dir).eval()
+    save_final(model, RivalConfig(name="lisa", model=model.config, train=RivalTrainConfig()), tmp_path / "final",
+               {"step": 0})
+    adapter = MODELS.get("lisa")(checkpoint=str(tmp_path / "final"), seg_token="generate", seg_state="token")
+    image = np.full((48, 80, 3), 230, dtype=np.uint8)
+    sample = Sample("s0", "val", tmp_path / "x.png", "the red circle", 48, 80, load_target=lambda: None)
+    (mask,) = adapter.predict([ModelInput(sample, image, sample.text)])
+    assert mask.shape == (48, 80) and mask.dtype == bool
+    recorded = adapter.config()["lisa"]
+    assert recorded["seg_token"] == "generate" and recorded["seg_state"] == "token" and recorded["layout"] == "tiny"
+    with pytest.raises(ValueError, match="seg_token"):
+        MODELS.get("lisa")(checkpoint=str(tmp_path / "final"), seg_token="sometimes")
