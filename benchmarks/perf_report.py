@@ -45,24 +45,53 @@ end to end about 2x the previous harness. Measured: the previous PERF.md run (20
 067426c129) had 1.68x end to end and a 1.68 memory ratio; the tables above have this round's, each against
 its reference measured in the same run.
 
-**What still bounds `bench score` end to end, and why the 5x target is missed.** After these changes the
-profile is dominated by validating each prediction's counts string before pycocotools may read it (numpy
-decode of about 460 characters and 430 runs per 480x640 mask, about 30 to 60 us each, half of the scoring
-loop), pycocotools' merge and area (about 7 us a sample) and interpreter, numpy and pycocotools start-up
-(0.12 s, 5% of the reference). The validation cannot be skipped (pycocotools reads beyond a short RLE,
-and loops or overflows on counts that do not tile h x w) and a batched numpy version over all strings
-(tried, equal results on fuzzed RLEs) was only about 15% faster: with about one run per character the work is in
-the elementwise passes, not the per-call overhead. Reaching 5x needs a compiled counts validator (or one in
-pycocotools itself). The naive reference also loads the refs through `bench.safe_pickle`, so the faster
-loader made the reference faster too.
+**Batched RLE validation (`bench score`, third round).** Profile (pyinstrument on the 6,000-sample set, and
+the stages timed apart in one process): validating the prediction counts strings 0.40 s (about 65 us a mask,
+470 characters and 430 counts each), ground-truth RLEs 0.1 s, targets 0.23 s, scoring 0.19 s, suite loading
+0.24 s, imports 0.29 s. Predicted: decoding all the strings of a batch at once would remove the per-call
+numpy overhead. Measured: a direct port of the per-mask decoder to a batch (reduceat over the characters,
+the delta chain through per-value local indices) was no faster (0.38 s against 0.40 s; the previous round's
+15% was this): about 35 passes over the characters, as many as the per-mask code, just longer ones. What
+made it faster was fewer passes: one-character counts (91% here) sign-extended in place and only the longer
+ones assembled apart; string and count boundaries from `searchsorted` on 512 entries instead of per-value
+index arrays; the chain `counts[i] = value[i] + counts[i-2]` as two cumulative sums over the even and odd
+positions of the whole batch (strided views), less their value where each string began. Measured: 0.12 s
+against 0.40 s for the 6,000 strings (3.3x). `bench.masks.counts_valid` says only "certain to be
+accepted"; anything else (other shapes, 2**32 pixels or more, every refused string) goes through the
+per-mask `rle_counts`, which raises with the reason, so the accept/reject decisions and the file:line
+errors are unchanged (fuzzed against `rle_counts` in tests/test_masks.py; the first bad line in sample
+order is still the one named, tests/test_scoring.py). `bench score` reads its lines back 512 at a time;
+the refer suite validates its RLE ground truths the same way when a split is checked. End to end, measured
+against the previous commit interleaved on this (then loaded) machine: 2.07-2.42 s before, 1.73-1.84 s
+after. Also: a prediction's area is computed once (it was twice).
 
-**Streaming.** Predictions are indexed (byte offsets only) and read back one line per sample; records are
-written as they are scored; samples are built one at a time; the failure summary is counted, not re-read.
-The bootstrap's resampling chunk is 1 M elements for any split (the chunks concatenate to the same index
-matrix). What still grows with the samples in `bench score` is the parsing of the refer files: the C
-unpickler builds the whole refs list and `json.loads` the whole instances.json before they are compacted
-(about 10 MB at 10,000 samples), which is why the memory ratio is still above 1.25; parsing instances.json
-element by element (`json.JSONDecoder.raw_decode`) and compacting as it goes is the next step.
+**What still bounds `bench score` end to end, and why the 5x target is missed.** The benchmark above has
+bench score at about 3.3x the naive reference (the machine is shared; interleaved runs at other times gave
+2.6x to 3.4x). Measured stages after this round: imports 0.29 s (numpy and pycocotools alone 0.22 s, which
+the reference pays too), suite loading 0.24 s (refs pickle 0.11 s of it: the opcode scan and expansion
+check in Python), polygon ground truths through pycocotools 0.06 s, validation 0.12 s, scoring with
+pycocotools' merge and area 0.17 s, bootstrap and writing about 0.15 s. 5x would need about 0.9 s in all,
+and no single stage left is large enough: the rest is fixed start-up, pycocotools' own per-call cost and the
+safety checks (the counts and the refs pickle must be checked before the C code reads them). A compiled
+counts validator (or one inside pycocotools) and a compiled pickle check are what remain.
+
+**The naive reference.** `benchmarks/naive_score.py` uses none of the harness's code: it reads
+instances.json with `json.loads`, the refs with `pickle.load` (as refer.py does; it used the harness's
+restricted loader before this round, which made it slower than a user's script), decodes every ground truth
+and prediction to a dense array with pycocotools and counts with numpy; it validates nothing. Each
+end-to-end figure is a fresh process (cold imports; the files are in the page cache for both).
+
+**Streaming.** Predictions are indexed (byte offsets only) and read back in batches of 512 lines; records
+are written as they are scored; samples are built one at a time; the failure summary is counted, not
+re-read. The bootstrap's resampling chunk is 1 M elements for any split. instances.json is parsed with an
+object hook that packs each annotation's polygons into arrays of doubles as soon as it is parsed, so the
+float lists are never all held (measured with tracemalloc at 10,000 samples: the instances phase peaked at
+10.8 MB above what was kept before; the memory ratio went from 1.39 to 1.34, predicted about 1.36). What
+still grows is the refs pickle: CPython's C unpickler builds the whole list of ref dicts (11.5 MB at
+10,000 samples, the largest transient now) before it is compacted to tuples (2.4 MB). Streaming it would
+mean unpickling the list's APPENDS batches separately with the memo carried between them (later batches
+refer to strings memoised by earlier ones), or the restricted pure-Python unpickler building compact refs
+(about 5x slower to load); not done in this round, so the 1.25 target stays missed for `bench score`.
 
 **Runner overhead.** The prediction loop's time outside GenMask's forward passes (waiting for data,
 rasterising, metrics) comes from run.json's timings; with one DataLoader worker reading ahead it stays small,
