@@ -219,17 +219,21 @@ def test_predicts_a_mask_of_the_image_size(tiny_lisa):
     assert generated[0] is None or tuple(generated[0].shape) == (50, 70)
 
 
-def test_the_harness_adapter_runs_a_real_layout(tiny_lisa, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bfloat16: what dtype=auto picks on CUDA
+def test_the_harness_adapter_runs_a_real_layout(tiny_lisa, tmp_path, dtype):
     from bench.models.base import MODELS, ModelInput
     from bench.suites.base import Sample
 
-    model = MODELS.get("lisa")(checkpoint=str(tiny_lisa["lisa"]), clip=str(tiny_lisa["clip"]))
+    model = MODELS.get("lisa")(checkpoint=str(tiny_lisa["lisa"]), clip=str(tiny_lisa["clip"]), dtype=dtype)
     image = np.full((30, 45, 3), 200, dtype=np.uint8)
     sample = Sample("s0", "val", tmp_path / "x.png", "the red thing", 30, 45, load_target=lambda: None,
                     meta={"is_sentence": True})
     (mask,) = model.predict([ModelInput(sample, image, sample.text)])
     assert mask.shape == (30, 45) and mask.dtype == bool
-    assert model.config()["lisa"]["layout"].startswith("lisa-7b")
+    assert model.config()["lisa"]["layout"].startswith("lisa-7b") and model.config()["lisa"]["dtype"] == dtype
+    model.seg_token = "generate"
+    (mask,) = model.predict([ModelInput(sample, image, sample.text)])
+    assert mask.shape == (30, 45)
 
 
 def test_unknown_or_missing_keys_are_refused(tiny_lisa, tmp_path):

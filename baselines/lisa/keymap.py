@@ -281,7 +281,10 @@ class LlavaLanguage(nn.Module):
             labels = [-100] * len(ids)
             if with_answer:
                 full_first, full_second = self._chunks(llava_v1_prompt(text, flag, LISA_ANSWER))
-                answer = (full_first + [0] * self.image_tokens + full_second)[len(ids):]
+                full = full_first + [0] * self.image_tokens + full_second
+                if full[: len(ids)] != ids:  # the answer's labels must follow the prompt's tokens exactly
+                    raise ValueError(f"the tokenizer merges the prompt of {text!r} with its answer")
+                answer = full[len(ids):]
                 ids, labels = ids + answer, labels + answer
             rows.append(ids)
             image_rows.append([False] * len(first) + [True] * self.image_tokens + [False] * (len(ids) - len(first)
