@@ -296,7 +296,7 @@ class RivalTrainer(Trainer):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", help="JSON or TOML file of (nested) config overrides")
         parser.add_argument("overrides", nargs="*",
-                            help="key=value overrides with dotted keys, e.g. train.steps=500 model.width=32")
+                            help="key=value overrides with dotted keys, e.g. train.steps=500 train.lr=0.001")
 
     @classmethod
     def run(cls, args: argparse.Namespace) -> int:
@@ -468,7 +468,9 @@ class RivalSegModel(SegModel):
         counts = parameter_counts(self.model)
         return {"parameters_total": counts["total"], "parameters_trainable": recorded.get("parameters_trainable"),
                 "train_wall_seconds": recorded.get("train_wall_seconds"), "train_flops": recorded.get("train_flops"),
-                "train_samples_seen": recorded.get("train_samples_seen")}
+                "train_samples_seen": recorded.get("train_samples_seen"),
+                "note": "training FLOPs: " + recorded.get("flops_note", "not recorded") + "; trainable parameters "
+                        "exclude the frozen foundation"}
 
     def config(self) -> dict[str, Any]:
         model_section = self.rival_config.model

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from baselines.common import RivalTrainConfig, load_rival, make_rival_batch, training_data
 from baselines.diffusion_features import (
+    SHIPPED_CHECKPOINT,
     DiffusionFeaturesConfig,
     DiffusionFeatureSegmenter,
     DiffusionFeaturesSegModel,
@@ -106,3 +107,12 @@ def test_round_trip(tmp_path) -> None:
         direct = torch.nn.functional.interpolate(logits[None], size=(50, 70), mode="bilinear", align_corners=False)
     np.testing.assert_array_equal(mask, (direct[0, 0] > 0).numpy())
 
+
+def test_shipped_checkpoint_predicts() -> None:
+    assert (SHIPPED_CHECKPOINT / "model.safetensors").exists(), "the shipped diffusion-features checkpoint is missing"
+    assert (SHIPPED_CHECKPOINT / "RECIPE.md").exists()
+    adapter = DiffusionFeaturesSegModel()
+    [mask] = adapter.predict([ModelInput(sample=None, image=np.zeros((64, 64, 3), dtype=np.uint8), text="the red one")])
+    assert mask.shape == (64, 64) and mask.dtype == bool
+    cost = adapter.config()["cost"]
+    assert cost["train_flops"] > 0 and cost["train_wall_seconds"] > 0 and cost["parameters_total"] > 0

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from baselines.common import RivalTrainConfig, load_rival, make_rival_batch, training_data
-from baselines.unet import TextUNet, UNetConfig, UNetSegModel, UNetTrainer
+from baselines.unet import SHIPPED_CHECKPOINT, TextUNet, UNetConfig, UNetSegModel, UNetTrainer
 from bench.models.base import MODELS, ModelInput
 from bench.training import TRAINERS
 
@@ -102,3 +102,13 @@ def test_resume_is_exact_and_round_trip(tmp_path) -> None:
         direct = (module(image[None], ["the red circle"])[0] > 0).numpy()
     np.testing.assert_array_equal(mask, direct)
 
+
+def test_shipped_checkpoint_predicts() -> None:
+    assert (SHIPPED_CHECKPOINT / "model.safetensors").exists(), "the shipped unet checkpoint is missing"
+    assert (SHIPPED_CHECKPOINT / "RECIPE.md").exists()
+    adapter = UNetSegModel()
+    image = np.zeros((48, 80, 3), dtype=np.uint8)
+    [mask] = adapter.predict([ModelInput(sample=None, image=image, text="the red circle")])
+    assert mask.shape == (48, 80) and mask.dtype == bool
+    cost = adapter.config()["cost"]
+    assert cost["train_flops"] > 0 and cost["train_wall_seconds"] > 0 and cost["parameters_total"] > 0
