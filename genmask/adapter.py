@@ -64,7 +64,7 @@ class GenMaskSegModel(SegModel):
     def cost(self) -> dict[str, Any]:
         """The training cost as the rivals record it (baselines.common): every parameter, those the DiT stage
         trained (the VAE is frozen there, the encoder too if encoder.freeze), and that stage's wall time from
-        the checkpoint's metrics.json; the VAE stage's time is not included and FLOPs were not recorded."""
+        the checkpoint's metrics.json with its FLOPs when the run recorded them; the VAE stage is not included."""
         parts = {"transformer": self.model.transformer, "vae": self.model.vae,
                  "instruction_encoder": self.model.instruction_encoder, "text_projection": self.model.text_projection}
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
@@ -74,10 +74,11 @@ class GenMaskSegModel(SegModel):
         batch = self.model.config.train.batch_size
         return {"parameters_total": sum(counts.values()),
                 "parameters_trainable": sum(n for name, n in counts.items() if name not in frozen),
-                "train_wall_seconds": metrics.get("wall_seconds"), "train_flops": None,
+                "train_wall_seconds": metrics.get("wall_seconds"), "train_flops": metrics.get("train_flops"),
                 "train_samples_seen": metrics["step"] * batch if "step" in metrics else None,
-                "note": "training wall time of the DiT stage only (the VAE stage, trained before it and frozen "
-                        "in it, is not included); training FLOPs not recorded"}
+                "note": "training wall time and FLOPs of the DiT stage only (the VAE stage, trained before it and "
+                        "frozen in it, is not included)" + ("" if "train_flops" in metrics else
+                                                           "; training FLOPs not recorded by its training run")}
 
     def timings(self) -> dict[str, float]:
         return dict(self.model.timings)

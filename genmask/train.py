@@ -353,6 +353,8 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     loop = StepLoop(accelerator=accelerator, model=model, parameters=trainable, optimizer=optimizer,
                     schedule=schedule, ema=ema, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),
                     stage="dit", train=train, start=start, wall_before=wall_before)
+    flops_per_step = step_flops(loss_module, make_batch(model, seg, captions, start, accelerator.process_index,
+                                                        accelerator.num_processes), accelerator.device)
     for step in loop.steps():
         batch = make_batch(model, seg, captions, step, accelerator.process_index, accelerator.num_processes)
         loop.learning_rate(step)
@@ -364,12 +366,24 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     model.eval()
     with averaged(ema):
         metrics = {"step": loop.done, "wall_seconds": loop.wall(),
+                   "train_flops": flops_per_step * accelerator.num_processes * loop.done,
                    "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4),
                    **training_records(model)}
         model.save_pretrained(out / "final")
     (out / "final" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     loop.log.write({"stage": "dit", "final": metrics})
     return metrics
+
+
+def step_flops(loss_module: nn.Module, batch: dict, device: torch.device) -> int:
+    """FLOPs of one training step's forward and backward on one process (`torch.utils.flop_counter`), the
+    estimate the rivals record too; the gradients it leaves are cleared by the first step's zero_grad."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_module(**{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}).backward()
+    return int(counter.get_total_flops())
 
 
 def training_records(model: GenMask, points: int = 99) -> dict:
