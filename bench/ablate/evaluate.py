@@ -42,6 +42,7 @@ def is_started(directory: Path) -> bool:
 
 def make(cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
     """One evaluation through the ordinary runner; `resume` finishes an interrupted one exactly."""
+    from bench.predictions import compact_run
     from bench.runner import Runner, RunSpec
 
     config: EvalConfig = cell.config
@@ -54,6 +55,8 @@ def make(cell: Cell, directory: Path, command: str, data_root: str | None, resum
     runner = Runner(spec, command=command)
     try:
         runner.run()
+        if runner.proc.is_main:  # cells multiply: their predictions are kept gzipped (read transparently)
+            compact_run(Path(directory))
     finally:
         runner.proc.close()
 
