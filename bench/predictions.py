@@ -48,7 +48,7 @@ class PredictionWriter:
         if is_gzipped(path):
             plain = path.with_name(path.name[: -len(GZ)])
             if path.exists():
-                _expand(path, plain)
+                _convert(path, plain)
             path = plain
         self.path = path
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -260,39 +260,28 @@ def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
     return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9)
 
 
-def _expand(gzipped: Path, plain: Path) -> None:
-    """Gunzip `gzipped` into `plain` atomically, then remove `gzipped`."""
-    tmp = plain.with_name(plain.name + ".tmp")
+def _convert(source: Path, target: Path) -> Path:
+    """Copy `source` into `target` atomically, gunzipping or gzipping by their names, then remove `source`.
+    A kill in between leaves both, identical in content; readers take the plain one first."""
+    tmp = target.with_name(target.name + ".tmp")
     try:
-        with gzip.open(gzipped, "rb") as source, open(tmp, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
-            target.flush()
-            os.fsync(target.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, plain)
-    gzipped.unlink()
-
-
-def compress(plain: Path) -> Path:
-    """Gzip a predictions file into `<name>.gz` atomically, then remove the plain file; returns the new path.
-    A kill in between leaves both, identical in content; the plain one is read first."""
-    plain = Path(plain)
-    gzipped = plain.with_name(plain.name + GZ)
-    tmp = gzipped.with_name(gzipped.name + ".tmp")
-    try:
-        with open(plain, "rb") as source, open(tmp, "wb") as raw:
-            with _gzip_writer(raw) as target:
-                shutil.copyfileobj(source, target, 1 << 20)
+        with (gzip.open(source, "rb") if is_gzipped(source) else open(source, "rb")) as reader, open(tmp, "wb") as raw:
+            with _gzip_writer(raw) if is_gzipped(target) else contextlib.nullcontext(raw) as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
             raw.flush()
             os.fsync(raw.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, gzipped)
-    plain.unlink()
-    return gzipped
+    os.replace(tmp, target)
+    source.unlink()
+    return target
+
+
+def compress(plain: Path) -> Path:
+    """Gzip a predictions file into `<name>.gz` atomically, then remove the plain file; returns the new path."""
+    plain = Path(plain)
+    return _convert(plain, plain.with_name(plain.name + GZ))
 
 
 @contextlib.contextmanager

@@ -38,8 +38,8 @@ MAX_FILE_BYTES = 1 << 30  # the real refs files are tens of MB
 CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
-class _RefusingUnpickler(pickle._Unpickler):
-    """An unpickler that refuses every global, so no class can be built and no callable reached."""
+class _Refusing:
+    """Refuses every global and persistent id, so no class can be built and no callable reached."""
 
     def __init__(self, file: io.BufferedIOBase, source: Path):
         # Python 2 `str` objects arrive as bytes and are decoded afterwards (UTF-8, else Latin-1)
@@ -55,20 +55,12 @@ class _RefusingUnpickler(pickle._Unpickler):
         raise DataFormatError(f"{self.source}: refusing pickled persistent id {pid!r}")
 
 
-class _RefusingCUnpickler(pickle.Unpickler):
+class _RefusingUnpickler(_Refusing, pickle._Unpickler):
+    """The restricted pure-Python unpickler: reads from memory with a dict memo (forged indices allocate nothing)."""
+
+
+class _RefusingCUnpickler(_Refusing, pickle.Unpickler):
     """The C unpickler, refusing every global too (the scan already kept globals out: defence in depth)."""
-
-    def __init__(self, file: io.BufferedIOBase, source: Path):
-        super().__init__(file, encoding="bytes")
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> NoReturn:
-        raise DataFormatError(
-            f"{self.source}: refusing pickled global {module}.{name} (only plain data is allowed)"
-        )
-
-    def persistent_load(self, pid: Any) -> NoReturn:
-        raise DataFormatError(f"{self.source}: refusing pickled persistent id {pid!r}")
 
 
 # The opcode scan: what follows each plain-data opcode. A non-negative number is a fixed argument size;
