@@ -344,12 +344,11 @@ class RivalTrainer(Trainer):
 
     @classmethod
     def train_model(cls, config: RivalConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
-        from bench.training.checkpoint import Checkpoint
-        from bench.training.ema import EMA, averaged
+        from bench.training.checkpoint import begin_training
+        from bench.training.ema import averaged
         from bench.training.log import JsonlLog
         from bench.training.loop import StepLoop
         from bench.training.process import make_accelerator
-        from bench.training.schedule import LRSchedule
 
         train = config.train
         torch.manual_seed(train.seed)
@@ -361,13 +360,11 @@ class RivalTrainer(Trainer):
         val = validation_set(train) if main else None
         groups = cls.param_groups(model, train)
         trainable = [p for group in groups for p in group["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
-        schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
-        ema = EMA(model, train.ema_decay) if train.ema_decay else None
-        checkpoint = Checkpoint(out)
-        schedule, start, wall_before = checkpoint.start(model, optimizer, schedule, ema=ema, resume=resume,
-                                                        new_schedule=new_schedule)
-        prepared, optimizer = accelerator.prepare(model, optimizer)
+        run = begin_training(out, model, groups, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
+                             min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
+                             ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+        schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
+        prepared, optimizer = accelerator.prepare(model, run.optimizer)
         model.train()
         # every process measures (under DDP a backward on one process alone would wait for the others)
         flops_per_step = cls.step_flops(prepared, make_rival_batch(data, train, start, rank, world))

@@ -41,12 +41,11 @@ from tqdm import tqdm
 
 from bench.training import Trainer
 from bench.training.cache import cached_arrays
-from bench.training.checkpoint import Checkpoint
-from bench.training.ema import EMA, averaged
+from bench.training.checkpoint import begin_training
+from bench.training.ema import averaged
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import launched_as_main, make_accelerator
-from bench.training.schedule import LRSchedule
 from bench.training.seeding import step_generator
 from bench.training.validation import ciou, sample_scores, validation_metrics
 from genmask.config import GenMaskConfig, apply_overrides, load_override_file, preset
@@ -185,13 +184,12 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     vae = build_vae(config)
     data = synth_segmentation(train.seed, train.train_samples, config.image_size)
     val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr)
-    schedule = LRSchedule(train.vae_lr, train.warmup_steps, train.vae_steps, train.min_lr_ratio)
-    ema = EMA(vae, train.ema_decay) if train.ema_decay else None
-    checkpoint = Checkpoint(out)
-    schedule, start, wall_before = checkpoint.start(vae, optimizer, schedule, ema=ema, resume=resume,
-                                                    new_schedule=new_schedule)
-    loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), optimizer)
+    run = begin_training(out, vae, vae.parameters(), lr=train.vae_lr, steps=train.vae_steps,
+                         warmup_steps=train.warmup_steps, min_lr_ratio=train.min_lr_ratio,
+                         weight_decay=0.01,  # AdamW's default, which the shipped VAE was trained with
+                         ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+    schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
+    loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), run.optimizer)
     main = accelerator.is_main_process
     log, last_save, begin = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
 
@@ -343,16 +341,15 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
         captions = load_caption_data(model) if train.seg_fraction < 1 else None
     val = validation_data(config) if main and train.seg_fraction > 0 else None  # t2i alone: see genmask.generate
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
-    ema = EMA(model, train.ema_decay) if train.ema_decay else None
-    checkpoint = Checkpoint(out)
-    schedule, start, wall_before = checkpoint.start(model, optimizer, schedule, ema=ema, resume=resume,
-                                                    new_schedule=new_schedule)
-    loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), optimizer)
+    run = begin_training(out, model, trainable, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
+                         min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
+                         ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+    start = run.start
+    loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), run.optimizer)
     loop = StepLoop(accelerator=accelerator, model=model, parameters=trainable, optimizer=optimizer,
-                    schedule=schedule, ema=ema, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),
-                    stage="dit", train=train, start=start, wall_before=wall_before)
+                    schedule=run.schedule, ema=run.ema, checkpoint=run.checkpoint,
+                    log=JsonlLog(out / "log.jsonl", main), stage="dit", train=train, start=start,
+                    wall_before=run.wall_before)
     flops_per_step = step_flops(loss_module, make_batch(model, seg, captions, start, accelerator.process_index,
                                                         accelerator.num_processes), accelerator.device)
     for step in loop.steps():
@@ -364,7 +361,7 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     if not loop.finish():
         return {}
     model.eval()
-    with averaged(ema):
+    with averaged(run.ema):
         metrics = {"step": loop.done, "wall_seconds": loop.wall(),
                    "train_flops": flops_per_step * accelerator.num_processes * loop.done,
                    "val_1step": evaluate(model, val, 1), "val_4step": evaluate(model, val, 4),

@@ -26,12 +26,11 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
 
 from bench.training import Trainer
-from bench.training.checkpoint import Checkpoint
-from bench.training.ema import EMA, averaged
+from bench.training.checkpoint import begin_training
+from bench.training.ema import averaged
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import launched_as_main, make_accelerator
-from bench.training.schedule import LRSchedule
 from genmask.config import EncoderConfig, apply_nested, apply_overrides, load_override_file
 from genmask.processor import WordLevelProcessor, load_processor, special_token_ids
 
@@ -211,17 +210,16 @@ def train_vlm(config: VLMConfig, out: Path, resume: bool = False, new_schedule: 
     accelerator = make_accelerator()
     main = accelerator.is_main_process
     val = draw_dialogues(train.seed + VAL_SEED_OFFSET, range(train.val_samples), config) if main else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
-    ema = EMA(model, train.ema_decay) if train.ema_decay else None
-    checkpoint = Checkpoint(out)
-    schedule, start, wall_before = checkpoint.start(model, optimizer, schedule, ema=ema, resume=resume,
-                                                    new_schedule=new_schedule)
-    prepared, optimizer = accelerator.prepare(model, optimizer)
+    run = begin_training(out, model, model.parameters(), lr=train.lr, steps=train.steps,
+                         warmup_steps=train.warmup_steps, min_lr_ratio=train.min_lr_ratio,
+                         weight_decay=train.weight_decay, ema_decay=train.ema_decay, resume=resume,
+                         new_schedule=new_schedule)
+    prepared, optimizer = accelerator.prepare(model, run.optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     loop = StepLoop(accelerator=accelerator, model=model, parameters=model.parameters(), optimizer=optimizer,
-                    schedule=schedule, ema=ema, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),
-                    stage="vlm", train=train, start=start, wall_before=wall_before)
+                    schedule=run.schedule, ema=run.ema, checkpoint=run.checkpoint,
+                    log=JsonlLog(out / "log.jsonl", main), stage="vlm", train=train, start=run.start,
+                    wall_before=run.wall_before)
     for step in loop.steps():
         first_index = (step * world + rank) * train.batch_size  # every (step, rank) draws its own fresh scenes
         data = draw_dialogues(train.seed, range(first_index, first_index + train.batch_size), config)
@@ -233,7 +231,7 @@ def train_vlm(config: VLMConfig, out: Path, resume: bool = False, new_schedule: 
             break
     if not loop.finish():
         return {}
-    with averaged(ema):
+    with averaged(run.ema):
         metrics = {"step": loop.done, "wall_seconds": loop.wall(),
                    "val": answer_accuracy(model, processor, val, config.encoder.max_tokens)}
         save_foundation(model, processor, config, out / "final")

@@ -284,27 +284,25 @@ class SamLoss(torch.nn.Module):
 
 
 def train_sam(config: SamTinyConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict[str, Any]:
-    from bench.training.checkpoint import Checkpoint
+    from bench.training.checkpoint import begin_training
     from bench.training.log import JsonlLog
     from bench.training.loop import StepLoop
     from bench.training.process import make_accelerator
-    from bench.training.schedule import LRSchedule
     from bench.training.seeding import step_generator
 
     train, sizes = config.train, config.sizes
     sam = build_sam(sizes, train.seed)
     accelerator = make_accelerator()
     main = accelerator.is_main_process
-    optimizer = torch.optim.AdamW(sam.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    schedule = LRSchedule(train.lr, train.warmup_steps, train.steps, train.min_lr_ratio)
-    checkpoint = Checkpoint(out)
-    schedule, start, wall_before = checkpoint.start(sam, optimizer, schedule, ema=None, resume=resume,
-                                                    new_schedule=new_schedule)
-    loss_module, optimizer = accelerator.prepare(SamLoss(sam, train), optimizer)
+    run = begin_training(out, sam, sam.parameters(), lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
+                         min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay, resume=resume,
+                         new_schedule=new_schedule)
+    loss_module, optimizer = accelerator.prepare(SamLoss(sam, train), run.optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     loop = StepLoop(accelerator=accelerator, model=sam, parameters=sam.parameters(), optimizer=optimizer,
-                    schedule=schedule, ema=None, checkpoint=checkpoint, log=JsonlLog(out / "log.jsonl", main),
-                    stage="sam", train=train, start=start, wall_before=wall_before)
+                    schedule=run.schedule, ema=None, checkpoint=run.checkpoint,
+                    log=JsonlLog(out / "log.jsonl", main), stage="sam", train=train, start=run.start,
+                    wall_before=run.wall_before)
     val_seed = train.seed + VAL_SEED_OFFSET
     for step in loop.steps():
         generator = step_generator(train.seed, step, rank, world)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,28 @@ class Checkpoint:
             ema.load_state_dict(load_file(self.directory / EMA_FILE))
         optimizer.load_state_dict(torch.load(self.directory / OPTIMIZER, weights_only=True))
         return state, schedule
+
+
+@dataclass
+class Started:
+    """What a training loop starts from: its optimizer, schedule, EMA, checkpoint, first step and wall so far."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    ema: EMA | None
+    checkpoint: Checkpoint
+    start: int
+    wall_before: float
+
+
+def begin_training(out: str | Path, module: nn.Module, parameters: Iterable[Any], *, lr: float, steps: int,
+                   warmup_steps: int, min_lr_ratio: float, weight_decay: float, ema_decay: float = 0.0,
+                   resume: bool, new_schedule: bool) -> Started:
+    """AdamW over `parameters` (tensors or param groups), the warm-up + cosine schedule, an EMA of `module` when
+    `ema_decay`, and OUT/checkpoint: fresh, or with the saved state loaded into them (`resume`)."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    ema = EMA(module, ema_decay) if ema_decay else None
+    checkpoint = Checkpoint(out)
+    schedule, start, wall_before = checkpoint.start(module, optimizer, LRSchedule(lr, warmup_steps, steps, min_lr_ratio),
+                                                    ema=ema, resume=resume, new_schedule=new_schedule)
+    return Started(optimizer, schedule, ema, checkpoint, start, wall_before)
