@@ -64,6 +64,8 @@ def test_shortcut_smoke_trains_evaluates_and_a_cell_interrupted_after_training_i
     report = (tmp_path / "whole" / "report.md").read_text()
     assert "### Training" in report and "bench train --model genmask" in report
     assert "ciou(frame) - ciou(none) = " in report  # the first-above-second claim, judged on both cells
+    assert (tmp_path / "whole" / "plots" / "variants.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plots/variants.png" in report  # every variant and its paired difference, embedded in the report
 
     real_make = evaluate.make
     monkeypatch.setattr(evaluate, "make", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))

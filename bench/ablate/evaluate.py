@@ -82,6 +82,8 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     }
     if ablation.plot_x and rows:
         files["plots/quality.png"] = report.quality_plot(ablation, rows)
+    elif rows:
+        files["plots/variants.png"] = report.variants_plot(ablation, rows)
     setting = _setting(reference, budget, cells, rows)
     answer = [table_markdown(rows, ablation.reference, report.REPORT, out, ablation.plot_x), "",
               "Cells: cIoU / gIoU in % (mean ± std over seeds when there are several) with the 95% bootstrap "

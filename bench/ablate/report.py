@@ -96,3 +96,43 @@ def quality_plot(ablation: Ablation, rows: list) -> bytes:
             axes.legend(fontsize="small")
         figure.tight_layout()
         return png(figure)
+
+
+def variants_plot(ablation: Ablation, rows: list) -> bytes:
+    """Left: each variant's cIoU and gIoU (95% intervals); right: its paired difference to the reference variant
+    (95% paired interval), the numbers the claims are judged on."""
+    import matplotlib.style
+    from matplotlib.figure import Figure
+
+    labels = [row.variant for row in rows]
+    ys = list(range(len(rows)))[::-1]
+    with matplotlib.style.context("default"):
+        figure = Figure(figsize=(10, 1.2 + 0.45 * len(rows)))
+        levels, differences = figure.subplots(1, 2, sharey=True)
+        for offset, (metric, label) in zip((0.12, -0.12), (("ciou", "cIoU"), ("giou", "gIoU"))):
+            points = [(y + offset, row.values[metric], row.values[f"{metric}_ci95"]) for y, row in zip(ys, rows)]
+            _interval_points(levels, points, label)
+            paired = [(y + offset, row.values["vs_reference"][metric]["difference"],
+                       row.values["vs_reference"][metric]["ci95"])
+                      for y, row in zip(ys, rows) if "vs_reference" in row.values]
+            _interval_points(differences, paired, label)
+        differences.axvline(0, color="grey", linewidth=1)
+        levels.set_yticks(ys, labels)
+        levels.set(xlabel="% (95% interval)", title="quality")
+        differences.set(xlabel="points (paired 95% interval)", title=f"difference to {ablation.reference}")
+        for axes in (levels, differences):
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize="small")
+        figure.tight_layout()
+        return png(figure)
+
+
+def _interval_points(axes: Any, points: list[tuple[float, float, list[float] | None]], label: str) -> None:
+    """Horizontal error bars at (value, y) in percent; a missing interval draws the point alone."""
+    if not points:
+        return
+    ys, values, intervals = zip(*points)
+    values = [100 * v for v in values]
+    low = [v - 100 * (ci or [v / 100] * 2)[0] for v, ci in zip(values, intervals)]
+    high = [100 * (ci or [v / 100] * 2)[1] - v for v, ci in zip(values, intervals)]
+    axes.errorbar(values, ys, xerr=[low, high], fmt="o", capsize=3, label=label)
