@@ -25,8 +25,7 @@ class LisaTrainer(RivalTrainer):
     name = "lisa"
     description = "Train the tiny LISA ([SEG] token -> SAM prompt) on the rivals' shared synthetic stream."
     model_config = LisaConfig
-    recipe: dict[str, Any] = {"lr": 3e-4, "steps": 400, "warmup_steps": 30, "weight_decay": 0.0, "eval_every": 100,
-                              "max_minutes": 15.0}
+    recipe: dict[str, Any] = {"lr": 3e-4, "steps": 1000, "warmup_steps": 100, "weight_decay": 0.0, "eval_every": 250}
 
     @classmethod
     def build(cls, config: RivalConfig) -> RivalModule:
