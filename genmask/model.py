@@ -41,6 +41,7 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 from genmask.config import GenMaskConfig, preset
 from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor, special_token_ids
 from genmask.sampling import euler_sample, shared_noise
+from genmask.shared_vae import vae_directory
 
 CONFIG_FILE = "config.json"
 SHORTCUT_MODES = ("frame", "channel", "none")
@@ -144,8 +145,9 @@ class GenMask(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> GenMask:
-        """Load a directory written by `save_pretrained` (safetensors only). `dtype` (bf16 on a GPU) is that of the
-        DiT, the instruction encoder and the projection; the small VAE stays float32, as in `from_components`."""
+        """Load a directory written by `save_pretrained` (safetensors only; its VAE may be a `vae.json` reference,
+        see `genmask.shared_vae`). `dtype` (bf16 on a GPU) is that of the DiT, the instruction encoder and the
+        projection; the small VAE stays float32, as in `from_components`."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
@@ -154,7 +156,7 @@ class GenMask(nn.Module):
         # torch_dtype (not .to) keeps the modules diffusers wants in float32 (norms, time embedding, rope) there
         transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True,
                                                             torch_dtype=dtype)
-        vae = AutoencoderKLWan.from_pretrained(directory / "vae", use_safetensors=True, torch_dtype=torch.float32)
+        vae = AutoencoderKLWan.from_pretrained(vae_directory(directory), use_safetensors=True, torch_dtype=torch.float32)
         encoder = Qwen2_5_VLModel.from_pretrained(directory / "instruction_encoder", use_safetensors=True,
                                                   torch_dtype=dtype)
         weights = load_file(directory / PROJECTION_FILE)

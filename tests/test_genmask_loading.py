@@ -71,3 +71,25 @@ def test_shipped_tiny_checkpoint_loads_and_predicts() -> None:
     assert adapter.config()["preset"] == "tiny" and adapter.checkpoint == str(SHIPPED_CHECKPOINT)
     masks = adapter.predict([ModelInput(sample=None, image=np.full((48, 80, 3), 200, np.uint8), text="the red circle")])
     assert masks[0].shape == (48, 80) and masks[0].dtype == bool
+
+
+def test_a_checkpoint_may_reference_a_shared_vae_checked_by_sha256(micro: GenMask, tmp_path) -> None:
+    from genmask.shared_vae import main as shared_vae_main
+
+    micro.save_pretrained(tmp_path / "a")
+    micro.vae.save_pretrained(tmp_path / "shared" / "vae")
+    image = [np.zeros((40, 30, 3), np.uint8)]
+    before = GenMask.from_pretrained(tmp_path / "a").predict(image, ["the red circle"])[0]
+    assert shared_vae_main([str(tmp_path / "a"), "--vae", str(tmp_path / "shared" / "vae")]) == 0
+    assert not (tmp_path / "a" / "vae").exists() and (tmp_path / "a" / "vae.json").exists()
+    np.testing.assert_array_equal(GenMask.from_pretrained(tmp_path / "a").predict(image, ["the red circle"])[0], before)
+
+    other = GenMask.from_preset("micro", vocabulary=WORDS)  # other random weights
+    other.save_pretrained(tmp_path / "b")
+    with pytest.raises(SystemExit) as refused:  # a reference must not change the model
+        shared_vae_main([str(tmp_path / "b"), "--vae", str(tmp_path / "shared" / "vae")])
+    assert refused.value.code == 2 and (tmp_path / "b" / "vae").exists()
+
+    other.vae.save_pretrained(tmp_path / "shared" / "vae")  # the referenced weights change afterwards
+    with pytest.raises(ValueError, match="SHA-256"):
+        GenMask.from_pretrained(tmp_path / "a")
