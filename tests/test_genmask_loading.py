@@ -62,13 +62,14 @@ def test_adapter_predicts_with_string_options(micro: GenMask, tmp_path) -> None:
         MODELS.get("genmask")(checkpoint=str(tmp_path / "missing"))
 
 
-def test_shipped_tiny_checkpoint_loads_and_predicts() -> None:
+@pytest.mark.parametrize("name", ["tiny", "tiny-shared-stream"])
+def test_shipped_tiny_checkpoints_load_and_predict(name: str) -> None:
     from genmask.adapter import SHIPPED_CHECKPOINT
 
-    if not (SHIPPED_CHECKPOINT / "config.json").exists():
-        pytest.skip("no shipped checkpoint in this tree")
-    adapter = MODELS.get("genmask")()
-    assert adapter.config()["preset"] == "tiny" and adapter.checkpoint == str(SHIPPED_CHECKPOINT)
+    checkpoint = SHIPPED_CHECKPOINT.parent / name  # tiny-shared-stream references tiny's VAE (vae.json)
+    assert (checkpoint / "config.json").exists(), f"the shipped {name} checkpoint is missing"
+    adapter = MODELS.get("genmask")(checkpoint=str(checkpoint) if name != "tiny" else None)
+    assert adapter.config()["preset"] == "tiny" and adapter.checkpoint == str(checkpoint)
     masks = adapter.predict([ModelInput(sample=None, image=np.full((48, 80, 3), 200, np.uint8), text="the red circle")])
     assert masks[0].shape == (48, 80) and masks[0].dtype == bool
 

@@ -191,3 +191,17 @@ def test_adapter_on_a_trained_directory(micro_sam_dir, tmp_path):
     assert recorded["seg_token"] == "generate" and recorded["seg_state"] == "token" and recorded["layout"] == "tiny"
     with pytest.raises(ValueError, match="seg_token"):
         MODELS.get("lisa")(checkpoint=str(tmp_path / "final"), seg_token="sometimes")
+
+
+def test_shipped_checkpoint_predicts_and_shares_the_rivals_stream():
+    from baselines.lisa.adapter import SHIPPED_CHECKPOINT
+    from bench.models.base import MODELS, ModelInput
+
+    assert (SHIPPED_CHECKPOINT / "model.safetensors").exists() and (SHIPPED_CHECKPOINT / "RECIPE.md").exists()
+    adapter = MODELS.get("lisa")()
+    image = np.full((48, 80, 3), 230, dtype=np.uint8)
+    (mask,) = adapter.predict([ModelInput(sample=None, image=image, text="the red circle")])
+    assert mask.shape == (48, 80) and mask.dtype == bool
+    streams = {name: json.loads((SHIPPED_CHECKPOINT.parent / name / "metrics.json").read_text())["data_stream"]
+               for name in ("lisa", "unet", "diffusion-features")}
+    assert len({stream["sha256_16"] for stream in streams.values()}) == 1  # the same samples, in the same order
