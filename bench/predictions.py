@@ -240,13 +240,22 @@ def write_records(path: Path, records: Iterable[dict[str, Any]],
                   encode: Callable[[dict[str, Any]], str] = record_line) -> None:
     """Write a whole predictions file atomically (temp file + rename), streaming `records` (gzipped when the
     name ends in .gz); if they raise, the temp file is removed and `path` is left as it was."""
-    path = Path(path)
+
+    def fill(binary: BinaryIO) -> None:
+        for record in records:
+            binary.write(encode(record).encode("utf-8"))
+
+    _write_atomic(Path(path), fill)
+
+
+def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
+    """`fill` writes the content (gzipped when `path` ends in .gz) into a temp file renamed to `path` once
+    synced; if it raises, the temp file is removed and `path` is left as it was."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as raw:
             with _gzip_writer(raw) if is_gzipped(path) else contextlib.nullcontext(raw) as binary:
-                for record in records:
-                    binary.write(encode(record).encode("utf-8"))
+                fill(binary)
             raw.flush()
             os.fsync(raw.fileno())
     except BaseException:
@@ -263,17 +272,8 @@ def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
 def _convert(source: Path, target: Path) -> Path:
     """Copy `source` into `target` atomically, gunzipping or gzipping by their names, then remove `source`.
     A kill in between leaves both, identical in content; readers take the plain one first."""
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        with (gzip.open(source, "rb") if is_gzipped(source) else open(source, "rb")) as reader, open(tmp, "wb") as raw:
-            with _gzip_writer(raw) if is_gzipped(target) else contextlib.nullcontext(raw) as writer:
-                shutil.copyfileobj(reader, writer, 1 << 20)
-            raw.flush()
-            os.fsync(raw.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+    with gzip.open(source, "rb") if is_gzipped(source) else open(source, "rb") as reader:
+        _write_atomic(target, lambda writer: shutil.copyfileobj(reader, writer, 1 << 20))
     source.unlink()
     return target
 
