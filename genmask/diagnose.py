@@ -1,10 +1,11 @@
 """Why a GenMask checkpoint scores what it scores: cIoU per rule, use of the instruction, mask sizes, learning curve.
 
-    python -m genmask.diagnose [--checkpoint DIR] [--samples 512] [--log OUT/log.jsonl] [--out DIR]
+    python -m genmask.diagnose [--checkpoint DIR] [--samples 512] [--log OUT/log.jsonl] [--out DIR] [--leak]
 
 Validation scenes are the training run's own held-out stream (`genmask.train.VAL_SEED_OFFSET`), so numbers
 line up with the validation cIoU in the training log. Writes DIR/diagnostics.json, DIR/DIAGNOSTICS.md (with
-the command that made it) and, given the training log, DIR/learning_curve.png.
+the command that made it) and, given the training log, DIR/learning_curve.png. `--leak` adds the leak probe
+(`genmask.leak`): per noise level, how much of the mask the noisy latent alone gives away.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from bench.training.log import plot_learning_curve, read_log, validation_curve
 from bench.training.validation import ciou, giou, sample_scores, validation_metrics
 from genmask.adapter import SHIPPED_CHECKPOINT
+from genmask.leak import DEFAULT_GRID, leak_markdown, leak_table
 from genmask.model import GenMask
 from genmask.train import VAL_SEED_OFFSET, SegData, predict_masks, synth_segmentation
 
@@ -130,6 +132,8 @@ def markdown(result: dict, checkpoint: str, command: str, steps: tuple[int, ...]
             lines.append(f"| {row['step']} | {minutes} | {row.get('ciou_all', float('nan')):.3f} | "
                          f"{row.get('ciou_referring', float('nan')):.3f} | {row.get('ciou_reasoning', float('nan')):.3f} |")
         lines += _rule_curve_table(curve)
+    if "leak" in result:
+        lines += ["", *leak_markdown(result["leak"])]
     lines += _extrapolation_lines(result.get("extrapolation", []))
     return "\n".join(lines) + "\n"
 
@@ -159,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", default="ciou_referring=0.8,ciou_reasoning=0.6",
                         help="with --log: curve series and the cIoU each should reach, extrapolated linearly "
                              "(default ciou_referring=0.8,ciou_reasoning=0.6: the quality targets of the tiny model)")
+    parser.add_argument("--leak", action="store_true",
+                        help="add the leak probe: one-step x0 from the true mask latent noised to each t of --leak-grid, "
+                             "scored with the own and another scene's instruction, beside the trained sampler's mass")
+    parser.add_argument("--leak-grid", default=",".join(f"{t:g}" for t in DEFAULT_GRID),
+                        help=f"noise levels of the leak probe (default {','.join(f'{t:g}' for t in DEFAULT_GRID)})")
     return parser
 
 
@@ -168,11 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(checkpoint) / "config.json").exists():
         print(f"genmask.diagnose: no checkpoint at {checkpoint} (expected config.json)", file=sys.stderr)
         return 2
-    steps = tuple(int(n) for n in args.steps.split(","))
+    try:
+        steps = tuple(int(n) for n in args.steps.split(","))
+        grid = tuple(float(t) for t in args.leak_grid.split(","))
+    except ValueError as error:
+        print(f"genmask.diagnose: --steps and --leak-grid take comma-separated numbers ({error})", file=sys.stderr)
+        return 2
+    if min(steps) < 1 or not all(0.0 <= t <= 1.0 for t in grid):
+        print("genmask.diagnose: --steps must be >= 1 and --leak-grid values in [0, 1]", file=sys.stderr)
+        return 2
     model = GenMask.from_pretrained(checkpoint).eval()
     seed = model.config.train.seed + VAL_SEED_OFFSET
     data = synth_segmentation(seed, args.samples, model.config.image_size)
     result = diagnose(model, data, steps, args.seed)
+    if args.leak:
+        result["leak"] = leak_table(model, data.images, data.masks, data.texts, grid, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curve = learning_curve(Path(args.log)) if args.log else []
