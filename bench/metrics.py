@@ -178,8 +178,8 @@ def resample_indices(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
         yield rng.integers(0, n, size=(min(rows_per_chunk, resamples - start), n))
 
 
-def _bootstrap_statistics(scores: SampleScores, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
-    """cIoU and gIoU of every bootstrap resample of `scores`."""
+def bootstrap_statistics(scores: SampleScores, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """cIoU and gIoU of every bootstrap resample of `scores` (the same resamples for any scores of equal length)."""
     ious = scores.ious(protocol.empty_union_iou)
     ciou_stats, giou_stats = [], []
     for index in resample_indices(len(scores), protocol.bootstrap, protocol.ci_seed):
@@ -193,7 +193,7 @@ def bootstrap_cis(scores: SampleScores, protocol: Protocol) -> tuple[list[float]
     """Percentile 95% CIs of cIoU and gIoU, resampling samples with replacement (None without resamples)."""
     if protocol.bootstrap <= 0 or len(scores) == 0:
         return None, None
-    ciou_stats, giou_stats = _bootstrap_statistics(scores, protocol)
+    ciou_stats, giou_stats = bootstrap_statistics(scores, protocol)
     return _percentile_interval(ciou_stats), _percentile_interval(giou_stats)
 
 
@@ -210,8 +210,8 @@ def paired_bootstrap(a: SampleScores, b: SampleScores, protocol: Protocol) -> di
              "giou": a.giou(empty) - b.giou(empty) if len(a) else 0.0}
     intervals: dict[str, list[float] | None] = {"ciou": None, "giou": None}
     if protocol.bootstrap > 0 and len(a):
-        a_ciou, a_giou = _bootstrap_statistics(a, protocol)
-        b_ciou, b_giou = _bootstrap_statistics(b, protocol)  # the same seed: the same resampled indices
+        a_ciou, a_giou = bootstrap_statistics(a, protocol)
+        b_ciou, b_giou = bootstrap_statistics(b, protocol)  # the same seed: the same resampled indices
         intervals = {"ciou": _percentile_interval(a_ciou - b_ciou), "giou": _percentile_interval(a_giou - b_giou)}
     for metric in ("ciou", "giou"):
         interval = intervals[metric]

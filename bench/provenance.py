@@ -1,12 +1,16 @@
-"""What run.json records about where a result came from: the commit and the package versions."""
+"""What run.json records about where a result came from: the commit, the package versions and, for ablation
+cells, a hash of the source files that ran."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
+SOURCE_PACKAGES = ("bench", "genmask", "baselines")  # the harness, the model and its rivals
 PACKAGES = ("genmask-bench", "numpy", "torch", "diffusers", "transformers", "accelerate", "pycocotools")
 
 
@@ -31,3 +35,22 @@ def package_versions() -> dict[str, str]:
             versions[name] = "not installed"
     return versions
 
+
+
+@functools.cache
+def source_hash() -> str:
+    """SHA-256 (first 16 hex digits) of every .py and .toml file of the project's packages, by relative path: the
+    code a result was made with, whether or not it was committed. Computed once per process, at first use."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".toml") and path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def code_identity() -> dict[str, object]:
+    """The commit, whether the tree differs from it, and the source hash: what an ablation cell records."""
+    commit = git_commit()
+    return {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"), "source_hash": source_hash()}

@@ -1,10 +1,17 @@
 """`bench ablate NAME`: resolve the cells of a budget, reuse the complete ones, make (or --resume) the rest,
 then assemble the table, plots and report from whatever cells are on disk, naming the missing ones, and
-declare the complete cells in the runs.toml of the results directory they lie below (if it has one)."""
+declare the complete cells in the runs.toml of the results directory they lie below (if it has one).
+
+Without --out an ablation writes below runs/ablations/NAME ($BENCH_RUNS/ablations/NAME when set), git-ignored like
+`bench run`'s directories, so a smoke run never touches the committed results; those are made with
+`--out results/ablations/NAME`. Each cell records the code that made it (`provenance.json`: commit, dirty tree,
+source hash), and the report says when cells disagree."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +23,12 @@ from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
 
 KIND_MODULES = {"eval": "bench.ablate.evaluate", "train": "bench.ablate.train", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
-DEFAULT_OUT = Path("results/ablations")
+PROVENANCE = "provenance.json"  # in each cell directory: the code identity of whoever made (and resumed) it
+
+
+def default_out(name: str) -> Path:
+    """runs/ablations/NAME below $BENCH_RUNS or the working directory (git-ignored, like `bench run`'s runs)."""
+    return Path(os.environ.get("BENCH_RUNS") or "runs") / "ablations" / name
 
 
 @dataclass
@@ -57,7 +69,7 @@ class Options:
 def run(options: Options) -> int:
     """Make and assemble; returns the exit code (0, or 1 when --collect finds cells missing)."""
     ablation = load_ablation(options.name)
-    out = options.out or DEFAULT_OUT / ablation.name
+    out = options.out or default_out(ablation.name)
     kind = importlib.import_module(KIND_MODULES[ablation.kind])
     seeds = ablation.seeds(options.budget, options.seeds)
     overrides = options.config_overrides()
@@ -109,8 +121,32 @@ def make_cell(cell: Cell, out: Path, options: Options, kind: Any) -> None:
         raise BenchError(f"cell {cell.name} in {directory} was interrupted; pass --resume to finish it")
     command = cell_command(cell.ablation, cell.budget, cell.name, out, options.cell_flags())
     print(f"{'resuming' if started else 'making'} {cell.name}: {directory}", file=sys.stderr)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    record_provenance(directory)
     kind.make(cell, directory, command, options.data_root, resume=started)
+
+
+def record_provenance(directory: Path) -> None:
+    """Write the cell's provenance.json, or, on a resume by other code, add that code to its `resumed_by`."""
+    from bench.provenance import code_identity
+    from bench.rundir import write_text_atomic
+
+    path = Path(directory) / PROVENANCE
+    identity = code_identity()
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if {k: record.get(k) for k in identity} == identity or identity in record.get("resumed_by", []):
+            return
+        record["resumed_by"] = [*record.get("resumed_by", []), identity]
+    else:
+        record = identity
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_provenance(directory: Path) -> dict[str, Any] | None:
+    """A cell's provenance.json (None for cells made before it was recorded)."""
+    path = Path(directory) / PROVENANCE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def command_line(options: Options, out: Path) -> str:

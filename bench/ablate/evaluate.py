@@ -8,9 +8,18 @@ from typing import Any
 
 from bench.ablate import report
 from bench.ablate.cells import Cell
+from bench.ablate.seeds import detectable_effect
 from bench.ablate.spec import Ablation, EvalConfig
-from bench.ablate.table import CellResult, build_rows, difference, table_csv, table_markdown
-from bench.ablate.verdicts import Verdict, judge
+from bench.ablate.table import (
+    CellResult,
+    build_rows,
+    difference,
+    restricted,
+    split_roles,
+    table_csv,
+    table_markdown,
+)
+from bench.ablate.verdicts import Verdict, holm, judge
 from bench.errors import BenchError
 from bench.metrics import Protocol
 from bench.rundir import RunDir
@@ -74,8 +83,12 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
         if is_complete(cell.directory(out)):
             done.append(CellResult.read(cell.variant, cell.seed, cell.directory(out)))
     x = {cell.variant: cell.config.model_args.get(ablation.plot_x) if ablation.plot_x else None for cell in cells}
+    reported, selection = split_roles(results)
+    chosen_on = restricted(results, selection) if selection else None
+    results = restricted(results, reported)
     rows = build_rows(results, ablation.reference, x, protocol)
-    verdicts = [_verdict(claim, rows, results, ablation.reference, protocol) for claim in ablation.claims]
+    verdicts = holm([_verdict(claim, rows, results, chosen_on, ablation.reference, protocol)
+                     for claim in ablation.claims])
     files = {
         "table.csv": table_csv(rows, out).encode(),
         "table.md": (table_markdown(rows, ablation.reference, "table.md", out, ablation.plot_x) + "\n").encode(),
@@ -84,19 +97,35 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
         files["plots/quality.png"] = report.quality_plot(ablation, rows)
     elif rows:
         files["plots/variants.png"] = report.variants_plot(ablation, rows)
-    setting = _setting(reference, budget, cells, rows)
+    setting = _setting(reference, budget, cells, rows) + report.provenance_lines(
+        [cell.directory(out) for cell in cells if is_complete(cell.directory(out))])
     answer = [table_markdown(rows, ablation.reference, report.REPORT, out, ablation.plot_x), "",
-              "Cells: cIoU / gIoU in % (mean ± std over seeds when there are several) with the 95% bootstrap "
-              "interval over samples (seeds pooled); latency: model seconds per sample as the run timed them "
-              f"at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
-              f"{ablation.reference} on the same samples and seeds, paired bootstrap 95% interval. "
-              "CSV: [table.csv](table.csv).", *([""] + sections if sections else [])]
+              f"Splits reported: {', '.join(sorted(reported))}"
+              + (f"; {', '.join(sorted(selection))} only chooses (a best variant), never reported. " if selection
+                 else " (no val split in the cells: nothing can be chosen without looking at these). ")
+              + "Cells: cIoU / gIoU in % (mean ± std over seeds when there are several) with the 95% bootstrap "
+              "interval over samples (seeds pooled: the level of one variant); latency: model seconds per sample as "
+              f"the run timed them at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
+              f"{ablation.reference}, paired by seed and sample, with the per-seed differences; its 95% interval "
+              "treats the training seed as the unit (`bench.ablate.seeds`: mean ± t(seeds - 1) x standard error "
+              "from the seed-to-seed spread and a joint bootstrap of the test samples). "
+              + _detectable_text(rows) + "CSV: [table.csv](table.csv).", *([""] + sections if sections else [])]
     if plot_rows is not None and rows:
         files.update(plot_rows(rows))
     plots = sorted(path for path in files if path.startswith("plots/"))
     files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots,
                                          missing)
+    files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
     return report.write_files(out, files)
+
+
+def _detectable_text(rows: list) -> str:
+    """The smallest cIoU difference these seeds could detect (80% power, 5% two-sided), from the table's Δs."""
+    differences = [row.values["vs_reference"]["ciou"] for row in rows if "vs_reference" in row.values]
+    known = [d for d in differences if d["se"] is not None]
+    effect = detectable_effect([d["se"] for d in known], min(d["df"] for d in known)) if known else None
+    return "" if effect is None else (f"Smallest cIoU difference these seeds detect (80% power, 5% two-sided, median "
+                                      f"standard error of the Δs): {100 * effect:.1f} points. ")
 
 
 def _setting(config: EvalConfig, budget: str, cells: list[Cell], rows: list) -> list[str]:
@@ -114,29 +143,43 @@ def _setting(config: EvalConfig, budget: str, cells: list[Cell], rows: list) -> 
             f"- data fingerprints: {', '.join(f'{k}: {v}' for k, v in sorted(cells[0].data.items()))}"]
 
 
-def _verdict(claim: Any, rows: list, results: dict[str, list[CellResult]], reference: str,
-             protocol: Protocol) -> Verdict:
-    """Rule "reference-within-margin-of-best": the best other variant (by mean metric) minus the reference lies
-    below the margin. Rule "first-above-second": `compare[0]` minus `compare[1]` lies above the margin."""
+def _verdict(claim: Any, rows: list, results: dict[str, list[CellResult]],
+             chosen_on: dict[str, list[CellResult]] | None, reference: str, protocol: Protocol) -> Verdict:
+    """Rule "reference-within-margin-of-best": the best other variant, chosen on val (`chosen_on`), minus the
+    reference lies below the margin on the reported splits; without val nothing is chosen and the claim stays
+    inconclusive. Rule "first-above-second": `compare[0]` minus `compare[1]` lies above the margin."""
     if claim.rule == "first-above-second":
         if len(claim.compare) != 2:
             raise BenchError(f"claim {claim.text!r}: rule first-above-second needs compare = [FIRST, SECOND]")
         first, second = claim.compare
         side, quantity = "above", f"{claim.metric}({first}) - {claim.metric}({second})"
-        row = next((row for row in rows if row.variant == first), None)
-        other = results.get(second)
     elif claim.rule == "reference-within-margin-of-best":
-        others = [row for row in rows if row.variant != reference]
-        row = max(others, key=lambda r: r.values[claim.metric]) if others else None
-        other = results.get(reference)
-        side = "below"
-        quantity = f"{claim.metric}({row.variant if row else 'best'}) - {claim.metric}({reference})"
+        side, second = "below", reference
+        first = _best_on_val(claim.metric, chosen_on, reference, protocol)
+        if first is None:
+            return Verdict(claim.text, "no val split to choose the best variant on (the cells score test splits "
+                           "only)", float("nan"), None, claim.margin, side, "inconclusive", claim.paper)
+        quantity = f"{claim.metric}({first}, best on val) - {claim.metric}({reference})"
     else:
         raise BenchError(f"claim rule {claim.rule!r} is not one an eval ablation knows "
                          "(reference-within-margin-of-best, first-above-second)")
-    if row is None or not other:
+    if not results.get(first) or not results.get(second):
         return Verdict(claim.text, "no cells yet", float("nan"), None, claim.margin, side, "inconclusive",
                        claim.paper)
-    diff = difference(row, other, protocol)[claim.metric]
-    return Verdict(claim.text, quantity, diff["difference"], diff["ci95"], claim.margin, side,
-                   judge(diff["difference"], diff["ci95"], claim.margin, side), claim.paper)
+    diff = difference(results[first], results[second], protocol)[claim.metric]
+    return Verdict(claim.text, quantity, diff.difference, diff.ci95, claim.margin, side,
+                   judge(diff.difference, diff.ci95, claim.margin, side), claim.paper, per_seed=diff.per_seed,
+                   p_value=diff.p_value(claim.margin), method=diff.method)
+
+
+def _best_on_val(metric: str, chosen_on: dict[str, list[CellResult]] | None, reference: str,
+                 protocol: Protocol) -> str | None:
+    """The variant other than the reference with the highest mean-over-seeds `metric` on val (None without val)."""
+    from bench.metrics import SampleScores
+
+    if not chosen_on:
+        return None
+    empty = protocol.empty_union_iou
+    means = {variant: sum(getattr(SampleScores.from_records(c.records), metric)(empty) for c in done) / len(done)
+             for variant, done in chosen_on.items() if done and variant != reference}
+    return max(means, key=means.get) if means else None

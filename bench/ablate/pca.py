@@ -22,7 +22,7 @@ import numpy as np
 from bench.ablate import report
 from bench.ablate.cells import Cell
 from bench.ablate.spec import Ablation, PcaConfig
-from bench.ablate.verdicts import Verdict, judge
+from bench.ablate.verdicts import Verdict, holm, judge, p_from_interval
 from bench.errors import BenchError
 from bench.metrics import Protocol, SampleScores, bootstrap_cis, paired_bootstrap
 from bench.report.text import PROJECT_ROOT, markdown_table
@@ -260,8 +260,10 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
                "- probes: one logistic regression (scikit-learn defaults) per noise level, on single positions' "
                "channel vectors (the paper does not say what its linear classifier sees)",
                f"- t grid: {', '.join(f'{t:g}' for t in config.t_grid)}; noise draws per fitting latent: "
-               f"{config.probe_repeats}; seeds {sorted({c.seed for c in cells})}; bootstrap {config.bootstrap}"]
+               f"{config.probe_repeats}; seeds {sorted({c.seed for c in cells})}; bootstrap {config.bootstrap}", *report.provenance_lines([cell.directory(out) for cell, _ in done])]
+    verdicts = holm(verdicts)
     files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots, missing)
+    files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
     return report.write_files(out, files)
 
 
@@ -289,7 +291,9 @@ def _verdict(claim: Any, result: dict[str, Any], protocol: Protocol) -> Verdict:
         raise BenchError(f"claim rule {claim.rule!r} is not one the pca ablation knows "
                          "(pc1-iou-above, mask-probe-iou-above, mask-probe-above-image-probe)")
     return Verdict(claim.text, quantity, value, interval, claim.margin, "above",
-                   judge(value, interval, claim.margin, "above"), claim.paper)
+                   judge(value, interval, claim.margin, "above"), claim.paper,
+                   p_value=p_from_interval(value, interval, claim.margin),
+                   method="one VAE: sample bootstrap (normal reading of its 95% interval for the p-value)")
 
 
 def probe_plot(result: dict[str, Any]) -> bytes:

@@ -14,6 +14,7 @@ from bench.report.text import link, markdown_table
 from bench.rundir import write_text_atomic
 
 REPORT = "report.md"
+CLAIMS = "claims.csv"  # one row per claim: what REPORT.md's index of verdicts reads
 
 
 def render(ablation: Ablation, budget: str, command: str, setting: list[str], answer: list[str],
@@ -25,10 +26,18 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
              "## Question", "", ablation.question.strip(), "", "## Setting", "", *setting, "",
              "## Answer", "", *answer, ""]
     if verdicts:
-        rows = [[v.claim, v.paper or "–", f"{v.quantity} = {_points(v.value)} {_interval(v.interval)}",
-                 rule_text(v.side, v.margin), f"**{v.verdict}**"] for v in verdicts]
-        lines += ["## Claims", "", markdown_table(rows, ["claim", "paper", "ours (points, 95% interval)",
-                                                         "rule", "verdict"]), ""]
+        rows = [[v.claim, v.paper or "–", f"{v.quantity} = {_points(v.value)} {_interval(v.interval)}"
+                 + (f"; per seed {' / '.join(_points(x) for x in v.per_seed)}" if len(v.per_seed) > 1 else ""),
+                 rule_text(v.side, v.margin), v.verdict, _p(v.p_value), _p(v.adjusted_p), f"**{v.adjusted_verdict}**"]
+                for v in verdicts]
+        tested = sum(v.p_value is not None for v in verdicts)
+        lines += ["## Claims", "",
+                  f"The family: the {tested} claim{'s' * (tested != 1)} of this page with an interval, judged together. "
+                  "Raw verdicts read each claim's 95% interval alone; adjusted verdicts use Holm-Bonferroni p-values "
+                  "(step-down over the family), so the chance of any false verdict on this page stays under 5%. The "
+                  "adjusted verdict is the one to quote.", "",
+                  markdown_table(rows, ["claim", "paper", "ours (points, 95% interval)", "rule", "raw verdict",
+                                        "p", "Holm p", "verdict"]), ""]
     for plot in plots:
         lines += [f"![{plot}]({link(REPORT, plot)})", ""]
     if missing:
@@ -36,6 +45,46 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
         lines += [f"- `{name}`: `{command}`" for name, command in missing]
         lines.append("")
     return ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
+
+
+def provenance_lines(directories: list[Path]) -> list[str]:
+    """What code made the complete cells: commits, source hashes, dirty trees, and a warning when they differ."""
+    from bench.ablate.driver import read_provenance
+
+    records = [read_provenance(directory) for directory in directories]
+    known = [r for r in records if r is not None]
+    commits = sorted({r["commit"][:10] for r in known})
+    hashes = sorted({r["source_hash"] for r in known} | {h["source_hash"] for r in known for h in r.get("resumed_by", [])})
+    dirty = sum(r["dirty"] or any(h["dirty"] for h in r.get("resumed_by", [])) for r in known)
+    line = (f"- code: {len(directories)} complete cells; commits {', '.join(commits) or '–'}; source hashes "
+            f"{', '.join(hashes) or '–'}; made from a dirty tree: {dirty}")
+    if len(known) < len(records):
+        line += f"; made before cells recorded their code: {len(records) - len(known)}"
+    warnings = []
+    if len(hashes) > 1:
+        warnings.append("the cells ran different code")
+    if dirty or len(known) < len(records):
+        warnings.append("not every cell comes from a clean, known tree")
+    return [line + (f" (**{'; '.join(warnings)}**: regenerate them before quoting this page)" if warnings else "")]
+
+
+def claims_csv(name: str, verdicts: list[Verdict]) -> bytes:
+    """claims.csv: each claim's quantity, interval, per-seed values, raw and adjusted p and verdicts (fractions)."""
+    from bench.report.text import csv_text
+
+    def number(value: float | None) -> str:
+        return "" if value is None or math.isnan(value) else f"{value:.6g}"
+
+    rows = [[name, v.claim, v.quantity, number(v.value), number(v.interval and v.interval[0]),
+             number(v.interval and v.interval[1]), " ".join(number(x) for x in v.per_seed), number(v.margin), v.side,
+             number(v.p_value), v.verdict, number(v.adjusted_p), v.adjusted_verdict, v.method] for v in verdicts]
+    headers = ["ablation", "claim", "quantity", "estimate", "ci_low", "ci_high", "per_seed", "margin", "side",
+               "p_value", "verdict", "adjusted_p", "adjusted_verdict", "method"]
+    return csv_text(headers, rows).encode("utf-8")
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
 
 def _points(value: float) -> str:

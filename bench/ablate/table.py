@@ -1,5 +1,8 @@
-"""An "eval" ablation's table: per variant, mean ± std over seeds, 95% intervals, latency, and the paired
-bootstrap difference to the reference variant, every number read back from the cells' run directories."""
+"""An "eval" ablation's table: per variant, mean ± std over seeds, 95% intervals, latency, and the difference to
+the reference variant with the training seed as the unit (`bench.ablate.seeds`: per-seed paired differences, an
+interval that accounts for seed variance), every number read back from the cells' run directories.
+
+Cells that score `val` beside other splits report the other splits; `val` is kept for choices (a best variant)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import Protocol, SampleScores, bootstrap_cis, paired_bootstrap, paired_scores
+from bench.ablate.seeds import SeedDifference, seed_differences
+from bench.metrics import Protocol, SampleScores, bootstrap_cis, paired_scores
 from bench.predictions import iter_records
 from bench.report.text import csv_text, link, markdown_table
 from bench.rundir import RunDir
@@ -39,6 +43,27 @@ class CellResult:
         latency = 1000 * record.timings["model_s"] / samples if samples else None
         return cls(variant, seed, Path(directory), records, latency)
 
+    def only(self, chosen: set[str]) -> CellResult:
+        """The same cell restricted to the splits in `chosen`."""
+        return CellResult(self.variant, self.seed, self.directory, [r for r in self.records if r["split"] in chosen],
+                          self.latency_ms)
+
+
+SELECTION_SPLIT = "val"
+
+
+def split_roles(cells: dict[str, list[CellResult]]) -> tuple[set[str], set[str]]:
+    """(reported splits, selection splits): with `val` beside other splits, `val` only chooses and the rest report;
+    otherwise every split reports and nothing is left to choose on."""
+    splits = {r["split"] for done in cells.values() for c in done for r in c.records}
+    if SELECTION_SPLIT in splits and len(splits) > 1:
+        return splits - {SELECTION_SPLIT}, {SELECTION_SPLIT}
+    return splits, set()
+
+
+def restricted(cells: dict[str, list[CellResult]], chosen: set[str]) -> dict[str, list[CellResult]]:
+    return {variant: [c.only(chosen) for c in done] for variant, done in cells.items()}
+
 
 @dataclass
 class Row:
@@ -51,15 +76,21 @@ class Row:
 
 
 def pooled(cells: list[CellResult]) -> list[dict[str, Any]]:
-    """The records of every seed, ids prefixed by the seed: seed k of two variants pairs with seed k."""
+    """The records of every seed, ids prefixed by the seed (for the level intervals of one variant)."""
     return [{**r, "sample_id": f"s{c.seed}/{r['sample_id']}"} for c in cells for r in c.records]
+
+
+def by_seed(first: list[CellResult], second: list[CellResult]) -> list[tuple[SampleScores, SampleScores]]:
+    """Score pairs of the seeds both have, each aligned by sample id (the runs must cover the same samples)."""
+    others = {c.seed: c for c in second}
+    return [paired_scores(c.records, others[c.seed].records) for c in sorted(first, key=lambda c: c.seed)
+            if c.seed in others]
 
 
 def build_rows(cells: dict[str, list[CellResult]], reference: str, x: dict[str, str | None],
                protocol: Protocol) -> list[Row]:
     """Rows in variant order; variants without a complete cell are left out (listed as missing elsewhere)."""
     empty = protocol.empty_union_iou
-    reference_records = pooled(cells.get(reference, []))
     rows = []
     for variant, done in cells.items():
         if not done:
@@ -76,19 +107,22 @@ def build_rows(cells: dict[str, list[CellResult]], reference: str, x: dict[str, 
         latencies = [c.latency_ms for c in done if c.latency_ms is not None]
         row.values["latency_ms"] = float(np.mean(latencies)) if latencies else None
         row.values["n"] = len(done[0].records)
-        if reference_records and variant != reference and _same_seeds(cells[reference], done):
-            row.values["vs_reference"] = paired_bootstrap(*paired_scores(records, reference_records), protocol)
+        if cells.get(reference) and variant != reference and by_seed(done, cells[reference]):
+            row.values["vs_reference"] = {m: d.to_dict() for m, d in difference(done, cells[reference], protocol).items()}
         rows.append(row)
     return rows
 
 
-def _same_seeds(a: list[CellResult], b: list[CellResult]) -> bool:
-    return sorted(c.seed for c in a) == sorted(c.seed for c in b)
+def difference(cells: list[CellResult], other: list[CellResult], protocol: Protocol) -> dict[str, SeedDifference]:
+    """`cells` minus `other`, paired by seed and sample id, seeds as the unit (`bench.ablate.seeds`)."""
+    pairs = by_seed(cells, other)
+    if not pairs:
+        raise ValueError("the two variants share no seed")
+    return seed_differences(pairs, protocol)
 
 
-def difference(row: Row, other: list[CellResult], protocol: Protocol) -> dict[str, Any]:
-    """Paired bootstrap of `row` minus the cells `other` (same seeds, same samples)."""
-    return paired_bootstrap(*paired_scores(pooled(row.cells), pooled(other)), protocol)
+def _per_seed(values: list[float]) -> str:
+    return " / ".join(f"{100 * v:+.1f}" for v in values)
 
 
 def _pct(value: float | None) -> str:
@@ -104,7 +138,8 @@ def _signed(value: float | None) -> str:
 
 
 HEADERS = ["variant", "x", "seeds", "n", "ciou", "ciou_std", "ciou_lo", "ciou_hi", "giou", "giou_std", "giou_lo",
-           "giou_hi", "latency_ms", "d_ciou", "d_ciou_lo", "d_ciou_hi", "d_giou", "d_giou_lo", "d_giou_hi", "runs"]
+           "giou_hi", "latency_ms", "d_ciou", "d_ciou_lo", "d_ciou_hi", "d_ciou_per_seed", "d_giou", "d_giou_lo",
+           "d_giou_hi", "d_giou_per_seed", "runs"]
 
 
 def table_csv(rows: list[Row], out: Path) -> str:
@@ -120,7 +155,8 @@ def table_csv(rows: list[Row], out: Path) -> str:
         for metric in METRICS:
             diff = v.get("vs_reference", {}).get(metric)
             interval = (diff or {}).get("ci95") or [None, None]
-            cells += [_pct(diff and diff["difference"]), _pct(interval[0]), _pct(interval[1])]
+            cells += [_pct(diff and diff["difference"]), _pct(interval[0]), _pct(interval[1]),
+                      _per_seed(diff["per_seed"]) if diff else ""]
         cells.append(" ".join(c.directory.relative_to(out).as_posix() for c in row.cells))
         lines.append(cells)
     return csv_text(HEADERS, lines)
@@ -141,7 +177,8 @@ def table_markdown(rows: list[Row], reference: str, page: str, out: Path, x_name
         for metric in METRICS:
             diff = v.get("vs_reference", {}).get(metric)
             cells.append("reference" if row.variant == reference else
-                         "" if diff is None else f"{_signed(diff['difference'])} {_interval(diff['ci95'])}")
+                         "" if diff is None else f"{_signed(diff['difference'])} {_interval(diff['ci95'])}"
+                         + (f" (seeds {_per_seed(diff['per_seed'])})" if len(diff["per_seed"]) > 1 else ""))
         table.append(cells + [links])
     headers = (["variant"] + ([x_name] if x_name else []) +
                ["seeds", "n", "cIoU %", "gIoU %", "latency ms/sample", f"Δ cIoU vs {reference}",

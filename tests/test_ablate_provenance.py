@@ -1,0 +1,72 @@
+"""bench ablate's safe default output (never the committed results/) and each cell's record of the code that made it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.ablate import driver
+from bench.ablate.report import provenance_lines
+from bench.cli import main
+
+
+@pytest.mark.slow
+def test_a_smoke_run_from_a_checkout_root_leaves_results_untouched(tmp_path, monkeypatch) -> None:
+    results = tmp_path / "results"
+    (results / "ablations" / "steps").mkdir(parents=True)
+    (results / "runs.toml").write_text("# committed runs\n")
+    (results / "ablations" / "steps" / "report.md").write_text("the committed report\n")
+    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENCH_RUNS", raising=False)
+    assert main(["ablate", "steps", "--budget", "smoke", "--only", "1-step:0"]) == 0
+    assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
+    made = list((tmp_path / "runs" / "ablations" / "steps" / "runs").iterdir())
+    assert len(made) == 1 and (made[0] / "run.json").is_file()
+    record = json.loads((made[0] / driver.PROVENANCE).read_text())
+    assert set(record) == {"commit", "dirty", "source_hash"} and len(record["source_hash"]) == 16
+
+
+def test_bench_runs_moves_the_default_output(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("BENCH_RUNS", str(tmp_path))
+    assert driver.default_out("steps") == tmp_path / "ablations" / "steps"
+
+
+def identity(commit: str, dirty: bool, source: str) -> dict:
+    return {"commit": commit, "dirty": dirty, "source_hash": source}
+
+
+def test_a_resume_by_other_code_is_recorded_and_the_report_warns(tmp_path, monkeypatch) -> None:
+    clean, other = tmp_path / "clean", tmp_path / "other"
+    clean.mkdir(), other.mkdir()
+    monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("a" * 40, False, "1" * 16))
+    driver.record_provenance(clean)
+    driver.record_provenance(other)
+    driver.record_provenance(clean)  # resumed by the same code: nothing added
+    assert "resumed_by" not in json.loads((clean / driver.PROVENANCE).read_text())
+    (line,) = provenance_lines([clean])
+    assert "dirty tree: 0" in line and "**" not in line
+    monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("b" * 40, True, "2" * 16))
+    driver.record_provenance(other)
+    assert json.loads((other / driver.PROVENANCE).read_text())["resumed_by"] == [identity("b" * 40, True, "2" * 16)]
+    (line,) = provenance_lines([clean, other, tmp_path / "old"])
+    assert "dirty tree: 1" in line and "the cells ran different code" in line
+    assert "made before cells recorded their code: 1" in line
+
+
+def test_the_source_hash_changes_with_a_source_file(tmp_path, monkeypatch) -> None:
+    from bench import provenance
+
+    for package in provenance.SOURCE_PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    fake = tmp_path / "bench" / "provenance.py"
+    monkeypatch.setattr(provenance, "__file__", str(fake))
+    provenance.source_hash.cache_clear()
+    first = provenance.source_hash()
+    (tmp_path / "genmask" / "a.py").write_text("x = 2\n")
+    provenance.source_hash.cache_clear()
+    assert provenance.source_hash() != first
+    provenance.source_hash.cache_clear()
