@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -51,9 +50,12 @@ def test_a_resume_by_other_code_is_recorded_and_the_report_warns(tmp_path, monke
     monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("b" * 40, True, "2" * 16))
     driver.record_provenance(other)
     assert json.loads((other / driver.PROVENANCE).read_text())["resumed_by"] == [identity("b" * 40, True, "2" * 16)]
-    (line,) = provenance_lines([clean, other, tmp_path / "old"])
-    assert "dirty tree: 1" in line and "the cells ran different code" in line
-    assert "made before cells recorded their code: 1" in line
+    old = tmp_path / "old"  # made before provenance.json: its run.json's commit, no source hash
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"git_commit": "c" * 40 + "-dirty"}))
+    (line,) = provenance_lines([clean, other, old, tmp_path / "unknown"])
+    assert "dirty tree: 2" in line and "the cells ran different code" in line
+    assert "made before cells recorded a source hash: 1" in line and "with no record of their code: 1" in line
 
 
 def test_the_source_hash_changes_with_a_source_file(tmp_path, monkeypatch) -> None:

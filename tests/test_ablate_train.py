@@ -54,14 +54,17 @@ def test_shortcut_smoke_trains_evaluates_and_a_cell_interrupted_after_training_i
     (tmp_path / "runs.toml").write_text("# the committed runs\n")
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
     declared = read_declared(tmp_path)  # complete cells below a results directory are declared there ...
-    assert [entry.label for entry in declared] == ["frame", "none"]
+    assert [entry.label for entry in declared] == ["untrained", "frame", "none"]
     assert {run.name for run in load_runs(tmp_path)} == {e.directory for e in declared}  # ... and check out
     cells = sorted((tmp_path / "whole" / "runs").iterdir())
-    assert [c.name.split("-s0-")[0] for c in cells] == ["frame", "none"]
+    assert [c.name.split("-s0-")[0] for c in cells] == ["frame", "none", "untrained"]
     for cell in cells:
         training = json.loads((cell / "training.json").read_text())
-        assert training["metrics"]["step"] == 2 and "shortcut=" + cell.name.split("-")[0] in training["command"]
+        steps = 0 if cell.name.startswith("untrained") else 2
+        assert training["metrics"]["step"] == steps and "shortcut=" in " ".join(training["command"])
     report = (tmp_path / "whole" / "report.md").read_text()
+    # two training steps cannot be shown to beat the checkpoint they start from: the page withholds its verdicts
+    assert "Control check" in report and "no verdict is given" in report and "**no verdict**" in report
     assert "### Training" in report and "bench train --model genmask" in report
     assert "ciou(frame) - ciou(none) = " in report  # the first-above-second claim, judged on both cells
     assert (tmp_path / "whole" / "plots" / "variants.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -126,3 +129,15 @@ def test_pc1_readout_is_oriented_so_that_foreground_scores_high():
     readout = fit_pc1(latents, black, white, factor=1)
     scores = readout(torch.from_numpy(latents).float()[:, :, None])
     assert np.array_equal(scores[:, 0].numpy() > 0, masks)
+
+
+@pytest.mark.slow
+def test_training_cells_keep_their_log_and_the_page_plots_learning_curves(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "grounding"
+    curve_args = 'train_args={"train.eval_every"=1, "train.steps"=2}'
+    assert main(["ablate", "grounding", "--budget", "smoke", "--out", str(out), "--set", curve_args]) == 0
+    logs = sorted(out.glob("runs/*/training_log.jsonl"))
+    assert len(logs) == 2
+    assert (out / "plots" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "learning_curves.png" in (out / "report.md").read_text()

@@ -144,9 +144,16 @@ def record_provenance(directory: Path) -> None:
 
 
 def read_provenance(directory: Path) -> dict[str, Any] | None:
-    """A cell's provenance.json (None for cells made before it was recorded)."""
+    """A cell's provenance.json; for cells made before it was recorded, the commit and dirty flag their run.json
+    recorded with no source hash (None when neither exists)."""
     path = Path(directory) / PROVENANCE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    run = Path(directory) / "run.json"
+    if not run.is_file():
+        return None
+    commit = json.loads(run.read_text(encoding="utf-8")).get("git_commit") or "unknown"
+    return {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"), "source_hash": None}
 
 
 def command_line(options: Options, out: Path) -> str:

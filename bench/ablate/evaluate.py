@@ -19,7 +19,7 @@ from bench.ablate.table import (
     table_csv,
     table_markdown,
 )
-from bench.ablate.verdicts import Verdict, holm, judge
+from bench.ablate.verdicts import Verdict, holm, judge, withheld
 from bench.errors import BenchError
 from bench.metrics import Protocol
 from bench.rundir import RunDir
@@ -89,6 +89,9 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     rows = build_rows(results, ablation.reference, x, protocol)
     verdicts = holm([_verdict(claim, rows, results, chosen_on, ablation.reference, protocol)
                      for claim in ablation.claims])
+    checks, passed = control_check(ablation, results, protocol)
+    if not passed:
+        verdicts = withheld(verdicts)
     files = {
         "table.csv": table_csv(rows, out).encode(),
         "table.md": (table_markdown(rows, ablation.reference, "table.md", out, ablation.plot_x) + "\n").encode(),
@@ -109,7 +112,8 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
               f"{ablation.reference}, paired by seed and sample, with the per-seed differences; its 95% interval "
               "treats the training seed as the unit (`bench.ablate.seeds`: mean ± t(seeds - 1) x standard error "
               "from the seed-to-seed spread and a joint bootstrap of the test samples). "
-              + _detectable_text(rows) + "CSV: [table.csv](table.csv).", *([""] + sections if sections else [])]
+              + _detectable_text(rows) + "CSV: [table.csv](table.csv).", *checks,
+              *([""] + sections if sections else [])]
     if plot_rows is not None and rows:
         files.update(plot_rows(rows))
     plots = sorted(path for path in files if path.startswith("plots/"))
@@ -117,6 +121,29 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
                                          missing)
     files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
     return report.write_files(out, files)
+
+
+def control_check(ablation: Ablation, results: dict[str, list[CellResult]], protocol: Protocol) -> tuple[list[str], bool]:
+    """Does the reference arm beat the no-training control (`control`: the starting checkpoint evaluated)? Lines for
+    the page and whether verdicts may be given (True when the ablation has no control)."""
+    control, reference = ablation.control, ablation.reference
+    if control is None:
+        return [], True
+    if not results.get(control) or not results.get(reference):
+        return ["", f"**Control check pending**: no complete cells of the no-training control `{control}` and the "
+                "reference yet; no verdict until it passes."], False
+    diff = difference(results[reference], results[control], protocol)["ciou"]
+    passed = diff.ci95 is not None and diff.ci95[0] > 0
+    seeds = " / ".join(f"{100 * v:+.1f}" for v in diff.per_seed)
+    text = (f"Control check: the reference `{reference}` minus the no-training control `{control}` (the starting "
+            f"checkpoint evaluated on the same samples and noise): {100 * diff.difference:+.1f} cIoU points "
+            f"[{100 * diff.ci95[0]:+.1f}, {100 * diff.ci95[1]:+.1f}] (seeds {seeds}). " if diff.ci95 else
+            f"Control check: {reference} minus {control}: no interval. ")
+    if passed:
+        return ["", text + "The training improves the model, so the variants' differences are differences in what "
+                "they add."], True
+    return ["", text + "**The training does not improve on where it started (it loses quality or does nothing), so "
+            "the variants' differences say which loses least, not which helps: no verdict is given.**"], False
 
 
 def _detectable_text(rows: list) -> str:

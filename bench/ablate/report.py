@@ -35,7 +35,8 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
                   f"The family: the {tested} claim{'s' * (tested != 1)} of this page with an interval, judged together. "
                   "Raw verdicts read each claim's 95% interval alone; adjusted verdicts use Holm-Bonferroni p-values "
                   "(step-down over the family), so the chance of any false verdict on this page stays under 5%. The "
-                  "adjusted verdict is the one to quote.", "",
+                  "adjusted verdict is the one to quote; *no verdict* means the page's control or regime check failed "
+                  "(see the answer).", "",
                   markdown_table(rows, ["claim", "paper", "ours (points, 95% interval)", "rule", "raw verdict",
                                         "p", "Holm p", "verdict"]), ""]
     for plot in plots:
@@ -48,23 +49,28 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
 
 
 def provenance_lines(directories: list[Path]) -> list[str]:
-    """What code made the complete cells: commits, source hashes, dirty trees, and a warning when they differ."""
+    """What code made the complete cells: commits, source hashes, dirty trees, and a warning when they differ or
+    are not known."""
     from bench.ablate.driver import read_provenance
 
     records = [read_provenance(directory) for directory in directories]
     known = [r for r in records if r is not None]
-    commits = sorted({r["commit"][:10] for r in known})
-    hashes = sorted({r["source_hash"] for r in known} | {h["source_hash"] for r in known for h in r.get("resumed_by", [])})
+    resumes = [h for r in known for h in r.get("resumed_by", [])]
+    commits = sorted({r["commit"][:10] for r in known + resumes})
+    hashes = sorted({r["source_hash"] for r in known + resumes if r["source_hash"]})
+    unhashed = sum(r["source_hash"] is None for r in known)
     dirty = sum(r["dirty"] or any(h["dirty"] for h in r.get("resumed_by", [])) for r in known)
     line = (f"- code: {len(directories)} complete cells; commits {', '.join(commits) or '–'}; source hashes "
             f"{', '.join(hashes) or '–'}; made from a dirty tree: {dirty}")
+    if unhashed:
+        line += f"; made before cells recorded a source hash: {unhashed}"
     if len(known) < len(records):
-        line += f"; made before cells recorded their code: {len(records) - len(known)}"
+        line += f"; with no record of their code: {len(records) - len(known)}"
     warnings = []
-    if len(hashes) > 1:
+    if len(hashes) > 1 or len(commits) > 1:
         warnings.append("the cells ran different code")
-    if dirty or len(known) < len(records):
-        warnings.append("not every cell comes from a clean, known tree")
+    if dirty or unhashed or len(known) < len(records):
+        warnings.append("not every cell comes from a clean tree with a known source hash")
     return [line + (f" (**{'; '.join(warnings)}**: regenerate them before quoting this page)" if warnings else "")]
 
 

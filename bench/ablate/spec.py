@@ -31,7 +31,7 @@ from bench.errors import BenchError
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
-TOP_KEYS = ("include", "question", "kind", "reference", "plot_x", "base", "variants", "budgets", "claims")
+TOP_KEYS = ("include", "question", "kind", "reference", "control", "plot_x", "base", "variants", "budgets", "claims")
 BUDGET_KEYS = ("seeds", "variants")  # a budget's own keys, beside overrides of the base configuration
 CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t", "compare")
 
@@ -118,6 +118,9 @@ class Ablation:
     budgets: dict[str, dict[str, Any]]
     claims: list[Claim]
     plot_x: str | None = None
+    # a variant that trains nothing (the starting checkpoint evaluated): unless the reference beats it, the page
+    # says the training loses quality and gives no verdict
+    control: str | None = None
 
     @property
     def config_class(self) -> type:
@@ -235,9 +238,12 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
     reference = data.get("reference", next(iter(variants), ""))
     if reference not in variants:
         raise BenchError(f"{path.name}: reference {reference!r} is not a variant")
+    control = data.get("control")
+    if control is not None and control not in variants:
+        raise BenchError(f"{path.name}: control {unknown('variant', control, list(variants))}")
     ablation = Ablation(name=name, path=path, question=data.get("question", ""), kind=kind, reference=reference,
                         base=data.get("base", {}), variants=variants, budgets=budgets, claims=claims,
-                        plot_x=data.get("plot_x"))
+                        plot_x=data.get("plot_x"), control=control)
     for budget in budgets:  # every variant resolves under every budget: unknown keys fail at load time
         for variant in ablation.variant_names(budget):
             ablation.resolve(variant, budget)

@@ -24,6 +24,7 @@ from bench.ablate.spec import Ablation, TrainedEvalConfig
 from bench.errors import BenchError
 
 TRAINING_FILE = "training.json"
+TRAINING_LOG = "training_log.jsonl"  # the trainer's log, copied into the cell: its learning curve outlives the cache
 data_identity, fingerprints, is_complete, is_started = (evaluate.data_identity, evaluate.fingerprints,
                                                         evaluate.is_complete, evaluate.is_started)
 
@@ -66,6 +67,7 @@ def make(cell: Cell, directory: Path, command: str, data_root: str | None, resum
               "directory": str(training_directory(cell))}
     _write_json(directory / TRAINING_FILE, record)  # from here on the cell counts as started
     trained = train(cell)
+    keep_log(directory, training_directory(cell))
     metrics_file = trained / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.exists() else {}
     _write_json(directory / TRAINING_FILE, {**record, "metrics": metrics})
@@ -81,9 +83,71 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     records = {cell.variant: _training_metrics(cell.directory(out)) for cell in cells}
     densities = {variant: m["seg_timestep_density"] for variant, m in records.items()
                  if "seg_timestep_density" in m and "train.seg_sampler" in _cell_args(cells, variant)}
-    plot = (lambda rows: {"plots/timesteps.png": timestep_plot(rows, densities)}) if densities else None
+    for cell in cells:  # cells made before logs were kept: backfill from the training cache while it exists
+        if is_complete(cell.directory(out)):
+            keep_log(cell.directory(out), training_directory(cell))
+    curves = learning_curves(cells, out)
+
+    def plots(rows: list) -> dict[str, bytes]:
+        files = {"plots/timesteps.png": timestep_plot(rows, densities)} if densities else {}
+        if curves:
+            files["plots/learning_curves.png"] = learning_curve_plot(curves)
+        return files
+
     return evaluate.assemble(ablation, budget, cells, out, command, missing, sections=_training_lines(cells, out),
-                             plot_rows=plot)
+                             plot_rows=plots)
+
+
+def keep_log(cell_directory: Path, training: Path) -> None:
+    """Copy the training's log.jsonl into the cell (once; nothing to do when the cache is gone)."""
+    source, target = Path(training) / "log.jsonl", Path(cell_directory) / TRAINING_LOG
+    if source.is_file() and not target.exists():
+        from bench.rundir import write_text_atomic
+
+        write_text_atomic(target, source.read_bytes())
+
+
+def learning_curves(cells: list[Cell], out: Path) -> dict[str, dict[int, list[float]]]:
+    """Per training (the variant's name before any `@STEPS`), per logged step, the in-training one-step validation
+    cIoU of each seed, from the cells' kept logs."""
+    from bench.training.log import read_log, validation_curve
+
+    curves: dict[str, dict[int, dict[int, float]]] = {}
+    for cell in cells:
+        path = cell.directory(out) / TRAINING_LOG
+        if not (is_complete(cell.directory(out)) and path.is_file()):
+            continue
+        by_step = curves.setdefault(cell.variant.split("@")[0], {})
+        for row in validation_curve(read_log(path), "val_1step"):
+            if "ciou_all" in row:
+                by_step.setdefault(row["step"], {})[cell.seed] = row["ciou_all"]
+    return {label: {step: [seeds[s] for s in sorted(seeds)] for step, seeds in sorted(steps.items())}
+            for label, steps in curves.items() if steps}
+
+
+def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
+    """Each training's in-training validation cIoU against the step: mean over seeds, band from min to max."""
+    import matplotlib.style
+    from matplotlib.figure import Figure
+
+    from bench.ablate import report
+
+    with matplotlib.style.context("default"):
+        figure = Figure(figsize=(7, 4))
+        axes = figure.subplots()
+        for label, by_step in curves.items():
+            steps = list(by_step)
+            values = [[100 * v for v in by_step[step]] for step in steps]
+            seeds = max(len(v) for v in values)
+            axes.plot(steps, [sum(v) / len(v) for v in values], marker="o", markersize=3,
+                      label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+            axes.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
+        axes.set(xlabel="training step", ylabel="validation cIoU %, one step",
+                 title="in-training validation (held-out synthetic scenes): mean, band = seeds' range")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        return report.png(figure)
 
 
 def _cell_args(cells: list[Cell], variant: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
+NO_VERDICT = "no verdict"  # the ablation's regime check failed: the question cannot be asked of these models
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,8 @@ def rule_text(side: str, margin: float) -> str:
     other = "above" if side == "below" else "below"
     return (f"agrees if the whole 95% interval lies {where} {100 * margin:+.1f} points, disagrees if it lies "
             f"wholly {other}, inconclusive if it spans {100 * margin:+.1f}")
+
+
+def withheld(verdicts: list[Verdict]) -> list[Verdict]:
+    """The same claims with no adjusted verdict (a failed control or regime check): raw numbers stay shown."""
+    return [dataclasses.replace(v, adjusted_verdict=NO_VERDICT) for v in verdicts]
