@@ -3,7 +3,8 @@
 Every command that makes or reads runs (`bench run`, `bench score`, `bench report`, ablations) goes through
 this module, so a run directory has one layout:
 
-    run.json                        configuration, provenance, status and kind (schema below)
+    run.json                        configuration, provenance, status and kind (schema below); absolute paths
+                                    inside the checkout are stored relative to it (see `checkout_paths`)
     predictions.jsonl               one line per sample (see bench.predictions); .jsonl.gz once `bench compact`ed
     metrics.json                    per-split metrics
     predictions.<suite>.jsonl       the same per suite, when one run covers several suites
@@ -35,6 +36,7 @@ SCHEMA_VERSION = 2
 STATUSES = ("running", "complete", "failed")
 KINDS = ("leaderboard", "ablation", "diagnostic")
 _LEGACY_STATUS = {"finished": "complete"}  # schema 1 wrote "finished"
+CHECKOUT = Path(__file__).resolve().parents[1]  # the checkout this harness runs from, when it is one
 
 
 @dataclass
@@ -65,6 +67,9 @@ class RunRecord:
     timings: dict[str, Any] = field(default_factory=dict)
     throughput_samples_per_s: float | None = None
     schema: int = SCHEMA_VERSION
+    # where run.json stores a path relative to the checkout ("model_config/checkpoint", ...): written for every
+    # absolute path inside it, so a run is the same in every clone; reading makes them absolute again
+    checkout_paths: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,6 +84,19 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_stored(self) -> dict[str, Any]:
+        """run.json's contents: absolute paths inside the checkout made relative and listed in checkout_paths."""
+        data = self.to_dict()
+        root = checkout_root()
+        if root is None:
+            return data
+        relative: list[str] = []
+        for key, value in data.items():
+            if key not in ("command", "checkout_paths"):
+                data[key] = _relative_paths(value, root, key, relative)
+        data["checkout_paths"] = sorted(set(relative))
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = RUN_FILE) -> RunRecord:
         """Parse run.json (schema 1 files are upgraded: status "finished" is "complete", kind leaderboard)."""
@@ -91,6 +109,12 @@ class RunRecord:
         values = {k: v for k, v in data.items() if k in known and v is not None}
         values["status"] = _LEGACY_STATUS.get(values.get("status", "running"), values.get("status", "running"))
         values.setdefault("splits", {})
+        root = checkout_root()
+        pointers = values.get("checkout_paths")
+        if not isinstance(pointers, list) or not all(isinstance(pointer, str) for pointer in pointers):
+            pointers = values["checkout_paths"] = []
+        for pointer in pointers if root is not None else []:
+            _absolute_path(values, pointer, root)
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:
@@ -146,7 +170,7 @@ class RunDir:
         return RunRecord.from_dict(read_json(self.run_file), source=str(self.run_file))
 
     def write(self, record: RunRecord) -> None:
-        write_json(self.run_file, record.to_dict())
+        write_json(self.run_file, record.to_stored())
 
     def read_metrics(self, suite: str) -> dict[str, Any] | None:
         path = self.metrics(suite)
@@ -154,6 +178,50 @@ class RunDir:
 
     def write_metrics(self, suite: str, metrics: dict[str, Any]) -> None:
         write_json(self.metrics(suite), metrics)
+
+
+def checkout_root() -> Path | None:
+    """The checkout of this project the harness runs from; None when it runs from an installed copy."""
+    return CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else None
+
+
+def _relative_paths(value: Any, root: Path, pointer: str, found: list[str]) -> Any:
+    """`value` with every string that is an absolute path inside `root` made relative to it; their pointers
+    ("key/sub/0", JSON-pointer escaped) go to `found`."""
+    if isinstance(value, dict):
+        return {key: _relative_paths(item, root, f"{pointer}/{_escaped(key)}", found) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_relative_paths(item, root, f"{pointer}/{index}", found) for index, item in enumerate(value)]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        if path == root or root in path.parents:
+            found.append(pointer)
+            return path.relative_to(root).as_posix()
+    return value
+
+
+def _escaped(key: Any) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def _child(container: Any, part: str) -> Any:
+    """A dict's value or a list's item named by one pointer part; None when there is none."""
+    if isinstance(container, dict):
+        return container.get(part.replace("~1", "/").replace("~0", "~"))
+    if isinstance(container, list) and part.isdigit() and int(part) < len(container):
+        return container[int(part)]
+    return None
+
+
+def _absolute_path(values: dict[str, Any], pointer: str, root: Path) -> None:
+    """Makes the relative path at `pointer` absolute below `root` (a pointer that names no string is left)."""
+    *parents, last = pointer.split("/")
+    container: Any = values
+    for part in parents:
+        container = _child(container, part)
+    if isinstance(_child(container, last), str):
+        key: Any = int(last) if isinstance(container, list) else last.replace("~1", "/").replace("~0", "~")
+        container[key] = (root / container[key]).as_posix()
 
 
 class RunLock:

@@ -1,6 +1,7 @@
-"""The leaderboard's fair comparison (bench.report.compare, bench.report.gallery): costs with "–" and a reason
-for what is missing, paired differences to the reference that equal a by-hand computation, and a gallery whose
-selection is seeded and deterministic, honours the user's ids and refuses unknown ones."""
+"""A suite page's fair comparison (bench.report.budget, bench.report.compare, bench.report.gallery): the models at
+equal training samples first, other budgets after, costs with "–" and a reason for what is missing, paired
+differences to the reference that equal a by-hand computation, and a gallery whose selection is seeded and
+deterministic, honours the user's ids and refuses unknown ones."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bench.suites import SUITES
 
 PROTOCOL = {"empty_union_iou": 1.0, "ignore_value": 255, "thresholds": [0.5, 0.9], "bootstrap": 200, "ci_seed": 0}
 SUITE, SPLIT, N = "synthref", "val", 10
+PAGE = f"suites/{SUITE}.md"
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,9 @@ def results(tmp_path_factory, data) -> tuple[Path, dict[str, list[dict]]]:
 
 @pytest.fixture(scope="module")
 def report(results) -> str:
-    return build_report(results[0]).read_text(encoding="utf-8")
+    """The suite's page."""
+    build_report(results[0])
+    return (results[0] / PAGE).read_text(encoding="utf-8")
 
 
 def table_after(report: str, heading: str) -> dict[str, list[str]]:
@@ -117,21 +121,39 @@ def footnote(report: str, heading: str, mark: str) -> str:
 
 
 def test_costs_show_recorded_values_and_say_why_others_are_missing(report: str):
-    heading = f"### {SUITE}: costs"
+    heading = "## Parameters and latency"
     rows = table_after(report, heading)
-    label = next(key for key in rows if key.startswith("genmask (tiny, 1 step) ["))
-    assert rows[label][1:] == ["1.23 M / 1.0 k", "5,000", "2.00 h", "3.20e15", "200.00", "batch 4, cpu"]
-    assert footnote(report, heading, label.split()[-1]) == "DiT stage only"  # the cost record's own note
+    assert rows["header"] == ["model", "parameters (total / trainable)", "latency ms/sample", "latency measured at"]
+    assert rows["genmask (tiny, 1 step)"][1:] == ["1.23 M / 1.0 k", "200.00", "batch 4, cpu"]
     rival = rows["rival"]
-    assert rival[1].startswith("1.23 M / – [") and rival[4].startswith("– [") and rival[5] == "50.00"
-    assert footnote(report, heading, rival[4].split()[-1]) == "not recorded by its training run"
+    assert rival[1].startswith("1.23 M / – [") and rival[2] == "50.00"
+    assert footnote(report, heading, rival[1].split()[-1]) == "not recorded by its training run"
     blob = rows["old-rival"]
-    assert all(cell.startswith("– [") for cell in blob[2:6]) and blob[6] == ""  # no latency, no setting
-    assert 'has no "cost"' in footnote(report, heading, blob[2].split()[-1])
-    assert "no model time" in footnote(report, heading, blob[5].split()[-1])
-    center = rows["center"]
-    assert footnote(report, heading, center[2].split()[-1]) == "nothing trained: a fixed rule (trivial baseline)"
-    assert center[5] == "< 0.01"
+    assert blob[2].startswith("– [") and blob[3] == ""  # no latency, no setting
+    assert 'has no "cost"' in footnote(report, heading, blob[1].split()[-1])
+    assert "no model time" in footnote(report, heading, blob[2].split()[-1])
+    center = rows[f"center ⚠ {N} of {N} samples failed"]  # its run predicted nothing: marked in every table
+    assert footnote(report, heading, center[1].split()[-1]) == "nothing trained: a fixed rule (trivial baseline)"
+    assert center[2] == "< 0.01"
+    assert report.count("indicative only") == 1  # the shared machine's caveat once, not per row
+
+
+def test_equal_budget_leads_and_other_budgets_follow_labelled(report: str):
+    assert report.index("## At equal training samples: 5,000") < report.index("## Other training budgets") \
+        < report.index("## Paired differences to the reference")
+    equal = table_after(report, "## At equal training samples: 5,000")
+    assert equal["header"][-4:] == ["training seeds", "training FLOPs (est.)", "training wall time", "sample stream"]
+    names = [key for key in equal if key != "header"]
+    assert [name.split("](")[0].lstrip("[") for name in names] == ["rival", "genmask (tiny, 1 step)"]  # by score
+    reference = equal[names[1]]
+    assert footnote(report, "## Other training budgets", reference[0].split()[-1]) == "DiT stage only"  # its note
+    assert reference[-4:-1] == ["1", "3.20e15", "2.00 h"] and reference[-1].startswith("– [")
+    assert equal[names[0]][-3].startswith("– [")  # the rival recorded no FLOPs
+    other = table_after(report, "## Other training budgets")
+    assert other["header"][1] == "training samples"
+    blob = other["[old-rival](../runs/blob/)"]
+    assert blob[1].startswith("– [") and blob[-4] == "1"  # no budget recorded; one training seed
+    assert "center" not in report.partition("## Paired differences")[0]  # baselines are not trained models
 
 
 def _by_hand(records: list[dict], reference: list[dict]) -> tuple[float, float]:
@@ -163,11 +185,11 @@ def test_paired_differences_equal_a_direct_computation(results, report: str):
             low, high = float(row[f"d_{metric}_lo"]), float(row[f"d_{metric}_hi"])
             assert low <= float(row[f"d_{metric}"]) <= high
             assert row[f"d_{metric}_significant"] == str(low > 0 or high < 0).lower()
-    rows = table_after(report, f"### {SUITE}: paired differences to the reference")
+    rows = table_after(report, "## Paired differences to the reference")
     d_ciou, d_giou = _by_hand(records["good"], records["ref"])
     assert rows["rival"][1].replace("**", "").startswith(f"{d_ciou:+.1f} [")
     assert f"/ {d_giou:+.1f}".replace("+", "") in rows["rival"][1].replace("**", "").replace("+", "")
-    assert "center (trivial)" in rows
+    assert list(rows)[-1] == f"center ⚠ {N} of {N} samples failed (trivial baseline)"  # baselines after models
 
 
 def test_reference_option(results, tmp_path: Path):
@@ -176,10 +198,11 @@ def test_reference_option(results, tmp_path: Path):
     import shutil
 
     shutil.copytree(root, copy)
-    text = build_report(copy, CompareOptions(reference="rival")).read_text(encoding="utf-8")
-    rows = table_after(text, f"### {SUITE}: paired differences to the reference")
+    build_report(copy, CompareOptions(reference="rival"))
+    text = (copy / PAGE).read_text(encoding="utf-8")
+    rows = table_after(text, "## Paired differences to the reference")
     assert "genmask (tiny, 1 step)" in rows and "rival" not in rows
-    assert "[rival](runs/good/)" in text
+    assert "[rival](../runs/good/)" in text
     with pytest.raises(BenchError, match="--reference 'nobody' names no measured leaderboard run"):
         build_report(copy, CompareOptions(reference="nobody"))
 
@@ -207,10 +230,10 @@ def test_selection_is_seeded_and_picks_disagreement_then_agreement():
 def test_gallery_is_deterministic_and_embedded(results, report: str):
     root = results[0]
     path = root / "plots" / "gallery" / f"{SUITE}.png"
-    assert f"![{SUITE} gallery](plots/gallery/{SUITE}.png)" in report
+    assert f"![{SUITE} gallery](../plots/gallery/{SUITE}.png)" in report
     first = path.read_bytes()
     assert first.startswith(b"\x89PNG") and len(first) < 150_000
-    rows = table_after(report, f"### {SUITE}: gallery")
+    rows = table_after(report, "## Gallery")
     assert rows["header"][3:] == ["genmask (tiny, 1 step) IoU %", "old-rival IoU %", "rival IoU %"]  # no trivial
     assert len(rows) == 1 + 6
     build_report(root)
@@ -223,8 +246,8 @@ def test_gallery_honours_user_ids_and_refuses_unknown_ones(results, data, tmp_pa
     copy = tmp_path / "results"
     shutil.copytree(results[0], copy)
     wanted = [data[7][0], data[2][0]]
-    text = build_report(copy, CompareOptions(gallery=tuple(f"{SUITE}/{SPLIT}/{sid}" for sid in wanted)))
-    rows = table_after(text.read_text(encoding="utf-8"), f"### {SUITE}: gallery")
+    build_report(copy, CompareOptions(gallery=tuple(f"{SUITE}/{SPLIT}/{sid}" for sid in wanted)))
+    rows = table_after((copy / PAGE).read_text(encoding="utf-8"), "## Gallery")
     assert [key for key in rows if key != "header"] == [f"{SPLIT}/{sid}" for sid in wanted]
     assert all(row[2].startswith("requested") for key, row in rows.items() if key != "header")
     for bad, message in ((f"{SUITE}/{SPLIT}/no-such-id", "no model shown predicted a sample 'no-such-id'"),

@@ -8,8 +8,9 @@ footnote saying why.
 
 Paired differences: per split, cIoU and gIoU of a model minus the reference's on the same samples, with the
 paired bootstrap 95% interval (bench.metrics.paired_scores + paired_bootstrap under the reference run's
-protocol), from the predictions records (intersection, union, status) of both runs. Trivial baselines are
-included: they are cheap and give the scale (oracle is the headroom, center what a fixed rule gets).
+protocol), from the predictions records (intersection, union, status) of both runs. Context and trivial
+baselines are included: they are cheap and give the scale (oracle is the headroom, center what a fixed rule gets,
+every-object what segmenting everything gets).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from typing import Any
 from bench.errors import BenchError
 from bench.metrics import Protocol, paired_bootstrap, paired_scores
 from bench.predictions import iter_records
+from bench.report.groups import CONTEXT, MODEL, TRIVIAL, row_kind
+from bench.report.marks import marked_name
 from bench.report.runs import Run
 from bench.report.text import (
     MISSING,
-    REPORT,
-    csv_text,
+    csv_file,
     link,
+    link_text,
     markdown_table,
     md,
     metric_settings,
@@ -40,7 +43,9 @@ from bench.rundir import RunDir
 Files = dict[str, bytes]
 DEFAULT_REFERENCE = "genmask (tiny, 1 step)"  # label of the shipped GenMask's run; else any run of model genmask
 REFERENCE_MODEL = "genmask"
-TRIVIAL_MODELS = ("center", "empty", "full", "oracle")  # fixed rules: nothing trained, no cost
+KIND_ORDER = (MODEL, CONTEXT, TRIVIAL)  # the order of a suite's blocks of rows
+NOTHING_TRAINED = {TRIVIAL: "nothing trained: a fixed rule (trivial baseline)",
+                   CONTEXT: "nothing trained: it reads the image's annotations (context baseline)"}
 COST_KEYS = ("parameters_total", "parameters_trainable", "train_samples_seen", "train_wall_seconds", "train_flops")
 
 
@@ -76,10 +81,6 @@ class ReportContext:
         return self._records[key]
 
 
-def is_trivial(run: Run) -> bool:
-    return run.record.model in TRIVIAL_MODELS
-
-
 class Footnotes:
     """Numbered footnotes, each text once."""
 
@@ -107,8 +108,8 @@ def run_costs(run: Run) -> dict[str, Any]:
         value = cost.get(key) if isinstance(cost, dict) else None
         values[key] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         if values[key] is None:
-            if is_trivial(run):
-                why[key] = "nothing trained: a fixed rule (trivial baseline)"
+            if row_kind(run) != MODEL:
+                why[key] = NOTHING_TRAINED[row_kind(run)]
             elif not isinstance(cost, dict):
                 why[key] = ('not recorded: the run\'s model config in run.json has no "cost" (the run predates cost '
                             "recording; remake it with its command to fill it in)")
@@ -138,7 +139,7 @@ def _count(value: float | None) -> str | None:
     return f"{int(value)}"
 
 
-def _duration(seconds: float | None) -> str | None:
+def duration_text(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     if seconds >= 5400:
@@ -148,7 +149,7 @@ def _duration(seconds: float | None) -> str | None:
     return f"{seconds:.0f} s"
 
 
-def _flops(value: float | None) -> str | None:
+def flops_text(value: float | None) -> str | None:
     if value is None:
         return None
     if value <= 0:
@@ -173,55 +174,51 @@ def _setting(values: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def costs_section(suite: str, runs: list[Run], files: Files) -> list[str]:
-    """The costs table of the shown runs of `suite`, with footnotes for missing values, and its CSV."""
+def costs_section(suite: str, runs: list[Run], files: Files, page: str) -> list[str]:
+    """Parameters and latency of the shown runs of `suite` (training cost: the budget tables), with footnotes for
+    missing values; the CSV holds every cost value."""
     notes = Footnotes()
     table, csv_rows = [], []
     for run in runs:
         info = run_costs(run)
         values, why = info["values"], info["why"]
 
-        def cell(key: str, text: str | None, values: dict[str, Any] = values, why: dict[str, str] = why) -> str:
+        def cell(key: str, text: str | None, why: dict[str, str] = why) -> str:
             return text if text is not None else f"{MISSING} {notes.mark(why[key])}"
 
         total, trainable = values["parameters_total"], values["parameters_trainable"]
-        model = md(run.display_name) + (f" {notes.mark(info['note'])}" if info["note"] else "")
         table.append([
-            model,
+            md(marked_name(run, suite)),
             f"{cell('parameters_total', _count(total))} / {cell('parameters_trainable', _count(trainable))}",
-            cell("train_samples_seen", None if values["train_samples_seen"] is None
-                 else f"{int(values['train_samples_seen']):,}"),
-            cell("train_wall_seconds", _duration(values["train_wall_seconds"])),
-            cell("train_flops", _flops(values["train_flops"])),
             cell("latency_ms", _latency(values["latency_ms"])),
             "" if values["latency_ms"] is None else md(_setting(values)),
         ])
-        csv_rows.append([run.display_name, run.name] + [_csv(values[key]) for key in (*COST_KEYS, "latency_ms")]
-                        + [_csv(values["batch_size"]), str(values["device"]), _csv(values["world_size"]),
+        csv_rows.append([run.display_name, run.name] + [csv_value(values[key]) for key in (*COST_KEYS, "latency_ms")]
+                        + [csv_value(values["batch_size"]), str(values["device"]), csv_value(values["world_size"]),
                            info["note"] or "", " | ".join(f"{key}: {text}" for key, text in sorted(why.items()))])
-    headers = ["model", "parameters (total / trainable)", "training samples seen", "training wall time",
-               "training FLOPs (est.)", "latency ms/sample", "latency measured at"]
+    headers = ["model", "parameters (total / trainable)", "latency ms/sample", "latency measured at"]
     csv_headers = ["model", "run", *COST_KEYS, "latency_ms", "batch_size", "device", "world_size", "note", "missing"]
-    csv_path = f"tables/{slug(suite)}_costs.csv"
-    files[csv_path] = csv_text(csv_headers, csv_rows).encode("utf-8")
+    csv_line = csv_file(files, page, f"tables/{slug(suite)}_costs.csv", csv_headers, csv_rows,
+                        "CSV (every cost value)")
     return [
-        f"### {suite}: costs",
+        "## Parameters and latency",
         "",
-        'Training cost as each model\'s run records it (run.json model config "cost": every parameter, those its '
-        "training updated, samples seen, wall time and estimated FLOPs of its training run), and latency: the run's "
-        "model seconds per sample over all its suites (run.json timings model_s / samples) at the batch size and "
-        "device it ran with; timings on CPU machines shared with other work are indicative only.",
+        'Parameters as each model\'s run records them (run.json model config "cost": every parameter, and those its '
+        "training updated) and latency: the run's model seconds per sample over all its suites (run.json timings "
+        "model_s / samples) at the batch size and device it ran with. Latency was measured on a CPU machine shared "
+        "with other work: indicative only. Training samples, FLOPs and wall time are in the budget tables above.",
         "",
         markdown_table(table, headers),
         "",
         *notes.lines(),
         *([""] if notes.texts else []),
-        f"CSV: [{csv_path}]({link(REPORT, csv_path)})",
+        csv_line,
         "",
     ]
 
 
-def _csv(value: Any) -> str:
+def csv_value(value: Any) -> str:
+    """A cost value as the CSV tables write it: empty when missing, floats to 6 significant digits."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -314,10 +311,10 @@ def _difference_text(diff: dict[str, Any]) -> str:
     return point if interval is None else f"{point} [{_points(interval[0])}, {_points(interval[1])}]"
 
 
-def differences_section(suite: str, runs: list[Run], context: ReportContext, files: Files) -> list[str]:
+def differences_section(suite: str, runs: list[Run], context: ReportContext, files: Files, page: str) -> list[str]:
     """The table of paired differences to the reference model, per split, and its CSV."""
     reference = find_reference(runs, context.options.reference)
-    title = f"### {suite}: paired differences to the reference"
+    title = "## Paired differences to the reference"
     if reference is None:
         wanted = context.options.reference or f"{DEFAULT_REFERENCE} (or any run of {REFERENCE_MODEL})"
         return [title, "", f"No paired differences: the reference model {md(wanted)} has no measured run of "
@@ -326,7 +323,7 @@ def differences_section(suite: str, runs: list[Run], context: ReportContext, fil
     splits = ordered_splits(split for by_split in results.values() for split in by_split)
     notes = Footnotes()
     table, csv_rows = [], []
-    for run in sorted(runs, key=is_trivial):  # learned models first, trivial baselines after them
+    for run in sorted(runs, key=lambda run: KIND_ORDER.index(row_kind(run))):  # models, then baselines
         if run is reference:
             continue
         cells = []
@@ -343,28 +340,30 @@ def differences_section(suite: str, runs: list[Run], context: ReportContext, fil
                         _csv_points(interval[1]), "" if diff[metric]["significant"] is None
                         else str(diff[metric]["significant"]).lower()]
             csv_rows.append(row)
-        table.append([md(run.display_name) + (" (trivial)" if is_trivial(run) else ""), *cells])
+        kind = row_kind(run)
+        table.append([md(marked_name(run, suite)) + ("" if kind == MODEL else f" ({kind})"), *cells])
     headers = ["model", *[f"{split} Δ cIoU / Δ gIoU" for split in splits]]
     csv_headers = ["model", "run", "reference", "split", "n"] + [
         f"d_{metric}{suffix}" for metric in ("ciou", "giou") for suffix in ("", "_lo", "_hi", "_significant")]
-    csv_path = f"tables/{slug(suite)}_vs_reference.csv"
-    files[csv_path] = csv_text(csv_headers, csv_rows).encode("utf-8")
+    csv_line = csv_file(files, page, f"tables/{slug(suite)}_vs_reference.csv", csv_headers, csv_rows)
     protocol = protocol_of(reference)
-    target = link(REPORT, reference.name, directory=True)
+    target = link(page, reference.name, directory=True)
     lines = [
         title,
         "",
-        f"Each model's cIoU and gIoU minus the reference's, [{md(reference.display_name)}]({target}), on the same "
+        f"Each model's cIoU and gIoU minus the reference's, [{link_text(marked_name(reference, suite))}]({target}), "
+        "on the same "
         f"samples, in points, with the paired bootstrap 95% interval ({protocol.bootstrap} resamples, seed "
         f"{protocol.ci_seed}: each resample draws the same samples for both models). **Bold**: the interval "
-        "excludes 0. Trivial baselines are included for scale (oracle: the headroom; center, empty, full: what "
-        "a fixed rule gets). `bench report --reference LABEL` picks another reference.",
+        "excludes 0. Context and trivial baselines are included for scale (oracle: the headroom; center, empty, "
+        "full: what a fixed rule gets; every-object: what segmenting every annotated object gets). "
+        "`bench report --reference LABEL` picks another reference.",
         "",
     ]
     if not table:
         return lines + ["No other model measured on this suite.", ""]
     return lines + [markdown_table(table, headers), "", *notes.lines(), *([""] if notes.texts else []),
-                    f"CSV: [{csv_path}]({link(REPORT, csv_path)})", ""]
+                    csv_line, ""]
 
 
 def _csv_points(value: float | None) -> str:

@@ -1,8 +1,8 @@
 """A qualitative gallery per measured suite, as segmentation papers show one: for a few samples, the image with
 its instruction, the ground truth and each model's mask side by side, in one PNG (deterministic bytes).
 
-Models: the suite's shown leaderboard runs that learned something (trivial baselines, fixed rules, are left
-out; oracle's mask is the ground truth) and have a predictions file. Masks are decoded from the predictions'
+Models: the suite's shown leaderboard runs that learned something (trivial and context baselines, rules, are
+left out; oracle's mask is the ground truth) and have a predictions file. Masks are decoded from the predictions'
 RLE; images and ground truth are read through the suite's loader, built as the first such run's spec built it
 (data root and suite options).
 
@@ -30,11 +30,14 @@ import numpy as np
 from bench.errors import BenchError
 from bench.masks import RLEError, decode_rle
 from bench.metrics import Protocol, intersection_union
-from bench.report.compare import ReportContext, is_trivial, protocol_of
+from bench.report.compare import ReportContext, protocol_of
+from bench.report.data import open_suite
+from bench.report.groups import MODEL, row_kind
+from bench.report.marks import marked_name
 from bench.report.runs import Run
 from bench.report.text import (
-    REPORT,
     SPLIT_ORDER,
+    error_reason,
     link,
     link_text,
     markdown_table,
@@ -146,15 +149,15 @@ def _iou(record: dict[str, Any]) -> float:
 
 
 def gallery_section(suite: str, runs: list[Run], context: ReportContext, files: Files,
-                    requested: list[tuple[str, str]] | None = None) -> list[str]:
-    """The suite's gallery: markdown (figure and a table of the samples) and its PNG files; a short note when
-    the data cannot be read; nothing when no learned model has predictions (unless samples were requested)."""
-    shown = [run for run in runs if not is_trivial(run) and context.records(run, suite) is not None]
-    title = f"### {suite}: gallery"
+                    requested: list[tuple[str, str]] | None, page: str) -> list[str]:
+    """The suite's gallery on `page`: markdown (figure and a table of the samples) and its PNG files; a short note
+    when the data cannot be read; nothing when no learned model has predictions (unless samples were requested)."""
+    shown = [run for run in runs if row_kind(run) == MODEL and context.records(run, suite) is not None]
+    title = "## Gallery"
     if not shown:
         if requested:
             raise BenchError(f"--gallery {suite}/...: no learned model with predictions measured on {suite} "
-                             f"(trivial baselines are not shown)")
+                             f"(trivial and context baselines are not shown)")
         return []
     records = [{(split, r["sample_id"]): r for split, rs in context.records(run, suite).items() for r in rs}
                for run in shown]
@@ -167,7 +170,7 @@ def gallery_section(suite: str, runs: list[Run], context: ReportContext, files: 
     except (BenchError, OSError, ValueError) as exc:
         if requested:
             raise BenchError(f"--gallery {suite}: cannot read the suite's data: {portable(str(exc))}") from None
-        reason = portable(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = error_reason(exc)
         return [title, "", f"No gallery: the suite's data cannot be read here ({md(reason)}).", ""]
     labels = [run.display_name for run in shown]
     rows = []
@@ -193,18 +196,18 @@ def gallery_section(suite: str, runs: list[Run], context: ReportContext, files: 
             f"A fixed, seeded selection (seed {GALLERY_SEED}): the {DISAGREE} samples whose per-sample IoU spreads "
             f"most across the models shown (max - min), then {AGREE} drawn among those where they agree (spread at "
             f"most {AGREE_SPREAD:g}; 'least spread' when too few do). Ground truth in green, each model's mask in blue over the image in grey; "
-            "trivial baselines are left out. `bench report --gallery SUITE/SPLIT/SAMPLE_ID ...` shows your own "
+            "trivial and context baselines are left out. `bench report --gallery SUITE/SPLIT/SAMPLE_ID ...` shows your own "
             "samples instead.")
     lines.append("")
     for start in range(0, len(rows), ROWS_PER_IMAGE):
         number = start // ROWS_PER_IMAGE + 1
         path = f"plots/gallery/{slug(suite)}" + ("" if number == 1 else f"-{number}") + ".png"
         files[path] = gallery_png(labels, rows[start:start + ROWS_PER_IMAGE])
-        lines += [f"![{link_text(suite)} gallery{'' if number == 1 else f' ({number})'}]({link(REPORT, path)})", ""]
+        lines += [f"![{link_text(suite)} gallery{'' if number == 1 else f' ({number})'}]({link(page, path)})", ""]
     table = [[md(f"{pick.split}/{pick.sample_id}"), md(row.caption.split(": ", 1)[1]), md(row.tag)]
              + ["–" if value is None else f"{100 * value:.1f}" for value in row.ious]
              for pick, row in zip(picks, rows, strict=True)]
-    headers = ["sample", "instruction", "selected", *[f"{label} IoU %" for label in labels]]
+    headers = ["sample", "instruction", "selected", *[f"{marked_name(run, suite)} IoU %" for run in shown]]
     return lines + [markdown_table(table, headers), ""]
 
 
@@ -215,12 +218,7 @@ def _reason_text(pick: Pick) -> str:
 
 def _load_samples(suite: str, runs: list[Run], picks: list[Pick]) -> dict[tuple[str, str], Any]:
     """The picked samples, read through the suite's loader as the first run's spec built it."""
-    from bench.suites import SUITES
-
-    spec = runs[0].record.spec if isinstance(runs[0].record.spec, dict) else {}
-    suite_cls = SUITES.get(suite)
-    extra = {"progress": False} if suite_cls.synthetic else {}
-    loaded = suite_cls(data_root=spec.get("data_root"), **(spec.get("suite_args") or {}), **extra)
+    loaded = open_suite(suite, runs[0])
     samples = {}
     for split in dict.fromkeys(pick.split for pick in picks):
         by_id = {sample.sample_id: sample for sample in loaded.samples(split)}

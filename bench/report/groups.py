@@ -1,4 +1,5 @@
-"""Sorts runs by kind: leaderboard entries (newest per name), ablation variants by group, diagnostics."""
+"""Sorts runs by kind: leaderboard entries (newest per name), ablation variants by group, diagnostics; and names
+what a leaderboard row is: a model, a context baseline or a trivial baseline."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 from bench.report.runs import Run
 
 UNGROUPED = "ungrouped"  # the group of ablation runs whose run.json has no "group"
+TRIVIAL_MODELS = ("center", "empty", "full", "oracle")  # fixed rules: nothing trained, no cost
+CONTEXT_MODELS = ("every-object", "random-object", "largest-object")  # read the image's annotations (bench.models)
+MODEL, CONTEXT, TRIVIAL = "model", "context baseline", "trivial baseline"  # what a leaderboard row is
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,10 @@ def newest_per_model(runs: list[Run]) -> tuple[list[Run], list[Run]]:
     shown = sorted(newest.values(), key=lambda run: (run.display_name.lower(), run.display_name))
     superseded = [run for run in runs if all(run is not newer for newer in shown)]
     return shown, superseded
+
+
+def row_kind(run: Run) -> str:
+    """MODEL (learned), CONTEXT (reads the image's other annotations) or TRIVIAL (a fixed rule)."""
+    if run.record.model in TRIVIAL_MODELS:
+        return TRIVIAL
+    return CONTEXT if run.record.model in CONTEXT_MODELS else MODEL

@@ -1,23 +1,23 @@
-"""One suite's part of REPORT.md: leaderboard (measured, then reported rows), details, CSVs and plots."""
+"""A suite's headline in REPORT.md: blocks of rows (models, context baselines, trivial baselines, numbers reported
+by papers), each sorted by score (mean cIoU over the splits), partial runs marked; and the suite's CSV."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench.report.compare import ReportContext, costs_section, differences_section
-from bench.report.gallery import gallery_section
-from bench.report.groups import newest_per_model
-from bench.report.plots import plot_png
+from bench.report.groups import CONTEXT, MODEL, TRIVIAL, newest_per_model, row_kind
+from bench.report.marks import mark_suffix
 from bench.report.reported import ReportedValue
 from bench.report.runs import Run
 from bench.report.text import (
     CI_METRICS,
+    MISSING,
     REPORT,
     cell_text,
+    csv_file,
     csv_keys,
     csv_number,
-    csv_text,
     link,
     link_text,
     markdown_table,
@@ -29,6 +29,14 @@ from bench.report.text import (
 )
 
 Files = dict[str, bytes]  # path relative to the results directory -> contents
+REPORTED = "reported"
+BLOCKS = (MODEL, CONTEXT, TRIVIAL, REPORTED)
+BLOCK_TITLES = {
+    MODEL: "Models",
+    CONTEXT: "Context baselines: dataset-bias diagnostics, not models",
+    TRIVIAL: "Trivial baselines: fixed rules",
+    REPORTED: "Reported by papers (copied from `bench/data/reported.csv`, not measured here)",
+}
 
 
 @dataclass
@@ -41,37 +49,14 @@ class LeaderboardRow:
     origin: str  # run name or paper
     notes: list[str]  # reported-value notes, shown as numbered footnotes
     values: dict[str, dict[str, float | None]]  # split -> ciou, ciou_lo, ciou_hi, giou, giou_lo, giou_hi
+    block: str = REPORTED  # MODEL, CONTEXT, TRIVIAL or REPORTED
+    marks: str = ""  # the run's marks (partial runs), shown after its name
+    training: list[str] = field(default_factory=list)  # models: training samples, seeds
 
-
-def suite_section(suite: str, runs: list[Run], reported: list[ReportedValue],
-                  context: ReportContext | None = None) -> tuple[list[str], Files]:
-    """Markdown lines and files (CSVs, plots) for one suite; `runs` are leaderboard runs only. With a
-    `context` (where the runs are, the reference model, the user's gallery), the measured rows' paired
-    differences to the reference, their costs and a gallery too."""
-    shown, superseded = newest_per_model([run for run in runs if suite in run.results])
-    rows = [measured_row(run, suite, REPORT) for run in shown] + _reported_rows(suite, reported)
-    if not rows:
-        return [], {}
-    splits = ordered_splits(split for row in rows for split in row.values)
-    title = f"## {suite}" + ("" if shown else " (reported numbers only, no measured runs yet)")
-    lines, files = [title, ""], {}
-    lines += _leaderboard(suite, rows, splits, files)
-    if superseded:
-        links = ", ".join(
-            f"[{link_text(run.name)}]({link(REPORT, run.name, directory=True)}) ({md(run.display_name)})"
-            for run in superseded
-        )
-        lines += [f"Superseded by a newer run of the same model: {links}.", ""]
-    lines += consistency_warnings(suite, shown)
-    if shown and context is not None:
-        lines += differences_section(suite, shown, context, files)
-        lines += costs_section(suite, shown, files)
-    if shown:
-        lines += _details(suite, shown, files)
-        lines += _plots(suite, shown, files)
-    if shown and context is not None:
-        lines += gallery_section(suite, shown, context, files, context.requests.get(suite))
-    return lines, files
+    def name_cell(self) -> str:
+        """The row's name as a table cell: linked to its run (measured rows), with its marks."""
+        name = f"[{link_text(self.model)}]({self.link})" if self.link else md(self.model)
+        return name + md(self.marks)
 
 
 def percent_values(run: Run, suite: str) -> dict[str, dict[str, float | None]]:
@@ -91,13 +76,25 @@ def percent_values(run: Run, suite: str) -> dict[str, dict[str, float | None]]:
     return values
 
 
+def score(values: dict[str, dict[str, float | None]]) -> float | None:
+    """A row's score: its mean cIoU (%) over the splits it has one for; None without any."""
+    cious = [cell["ciou"] for cell in values.values() if cell.get("ciou") is not None]
+    return sum(cious) / len(cious) if cious else None
+
+
+def by_score(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
+    """Rows best score first (rows without one last), then by name."""
+    return sorted(rows, key=lambda row: (score(row.values) is None, -(score(row.values) or 0.0), row.model.lower()))
+
+
 def measured_row(run: Run, suite: str, page: str) -> LeaderboardRow:
     """The run's row, linking to its directory from `page`."""
     target = link(page, run.name, directory=True)
-    return LeaderboardRow("measured", run.display_name, target, run.name, [], percent_values(run, suite))
+    return LeaderboardRow("measured", run.display_name, target, run.name, [], percent_values(run, suite),
+                          row_kind(run), mark_suffix(run, suite))
 
 
-def _reported_rows(suite: str, reported: list[ReportedValue]) -> list[LeaderboardRow]:
+def reported_rows(suite: str, reported: list[ReportedValue]) -> list[LeaderboardRow]:
     rows: dict[str, LeaderboardRow] = {}
     for item in reported:
         if item.suite != suite:
@@ -113,28 +110,62 @@ def _reported_rows(suite: str, reported: list[ReportedValue]) -> list[Leaderboar
     return list(rows.values())
 
 
-def _leaderboard(suite: str, rows: list[LeaderboardRow], splits: list[str], files: Files) -> list[str]:
-    notes = list(dict.fromkeys(note for row in rows for note in row.notes))
+def headline(suite: str, runs: list[Run], reported: list[ReportedValue], training: dict[str, list[str]],
+             notes: dict[str, list[str]], page: str | None) -> tuple[list[str], Files]:
+    """REPORT.md's section of `suite`: a table per block of rows, each sorted by score, and the suite's CSV.
+    `training`: run name -> (training samples, seeds) for models; `notes`: block -> lines under its table; `page`:
+    the suite's own page (None: it has none)."""
+    shown, superseded = newest_per_model([run for run in runs if suite in run.results])
+    rows = [measured_row(run, suite, REPORT) for run in shown] + reported_rows(suite, reported)
+    if not rows:
+        return [], {}
+    for row in rows:
+        row.training = training.get(row.origin, []) if row.block == MODEL else []
+    splits = ordered_splits(split for row in rows for split in row.values)
+    title = f"## {suite}" + ("" if shown else " (reported numbers only, no measured runs yet)")
+    lines = [title, ""]
+    if page:
+        lines += [f"Paired differences, training budgets and costs, details, plots and gallery: "
+                  f"[{page}]({link(REPORT, page)}).", ""]
+    footnotes = list(dict.fromkeys(note for row in rows for note in row.notes))
+    ordered = []
+    for block in BLOCKS:
+        members = by_score([row for row in rows if row.block == block])
+        if members:
+            lines += [f"**{BLOCK_TITLES[block]}**", "", _table(block, members, splits, footnotes), "",
+                      *notes.get(block, [])]
+            ordered += members
+    lines += [f"[{index}] {md(note)}  " for index, note in enumerate(footnotes, start=1)]
+    if superseded:
+        links = ", ".join(f"[{link_text(run.name)}]({link(REPORT, run.name, directory=True)}) ({md(run.display_name)})"
+                          for run in superseded)
+        lines += [f"Superseded by a newer run of the same model: {links}.", ""]
+    lines += consistency_warnings(suite, shown)
+    files: Files = {}
+    lines += [_csv(files, suite, ordered, splits), ""]
+    return lines, files
+
+
+def _table(block: str, rows: list[LeaderboardRow], splits: list[str], footnotes: list[str]) -> str:
+    """One block's table: the row, its cells per split, its score and the block's own columns."""
     table = []
     for row in rows:
-        model = f"[{link_text(row.model)}]({row.link})" if row.link else md(row.model)
-        markers = "".join(f" [{notes.index(note) + 1}]" for note in row.notes)
-        cells = [md(cell_text(row.values.get(split))) for split in splits]
-        table.append([row.kind, model, *cells, md(row.origin) + markers])
-    headers = ["kind", "model", *[f"{split} cIoU / gIoU" for split in splits], "run / source"]
-    csv_rows = [
-        [row.kind, row.model, row.origin, " | ".join(row.notes)]
-        + [csv_number(row.values.get(split, {}).get(key)) for split in splits for key in csv_keys()]
-        for row in rows
-    ]
-    csv_headers = ["kind", "model", "run_or_source", "note"] + [
-        f"{split}_{key}" for split in splits for key in csv_keys()
-    ]
-    csv_path = f"tables/{slug(suite)}.csv"
-    files[csv_path] = csv_text(csv_headers, csv_rows).encode("utf-8")
-    lines = [markdown_table(table, headers), ""]
-    lines += [f"[{index}] {md(note)}  " for index, note in enumerate(notes, start=1)]
-    return lines + [f"CSV: [{csv_path}]({link(REPORT, csv_path)})", ""]
+        extra = {MODEL: [md(text) for text in row.training] or [MISSING, MISSING],
+                 REPORTED: [md(row.origin) + "".join(f" [{footnotes.index(note) + 1}]" for note in row.notes)]}
+        table.append([row.name_cell(), *[md(cell_text(row.values.get(split))) for split in splits],
+                      percent(score(row.values)), *extra.get(block, [])])
+    headers = ["model", *[f"{split} cIoU / gIoU" for split in splits], "mean cIoU"]
+    headers += {MODEL: ["training samples", "training seeds"], REPORTED: ["source"]}.get(block, [])
+    return markdown_table(table, headers)
+
+
+def _csv(files: Files, suite: str, rows: list[LeaderboardRow], splits: list[str]) -> str:
+    headers = ["block", "model", "run_or_source", "note", "marks", "mean_ciou"]
+    headers += [f"{split}_{key}" for split in splits for key in csv_keys()]
+    body = [[row.block, row.model, row.origin, " | ".join(row.notes), row.marks.strip(), csv_number(score(row.values))]
+            + [csv_number(row.values.get(split, {}).get(key)) for split in splits for key in csv_keys()]
+            for row in rows]
+    return csv_file(files, REPORT, f"tables/{slug(suite)}.csv", headers, body)
 
 
 def consistency_warnings(suite: str, runs: list[Run]) -> list[str]:
@@ -143,7 +174,7 @@ def consistency_warnings(suite: str, runs: list[Run]) -> list[str]:
     protocols = {json.dumps(metric_settings(run.record.protocol, suite), sort_keys=True) for run in runs}
     if len(protocols) > 1:
         lines.append(
-            f"**Warning:** the {suite} rows used different metric settings (see Runs); compare with care."
+            f"**Warning:** the {suite} rows used different metric settings (see the runs pages); compare with care."
         )
     fingerprints = {str(run.record.dataset_fingerprints.get(suite)) for run in runs}
     if len(fingerprints) > 1:
@@ -151,55 +182,3 @@ def consistency_warnings(suite: str, runs: list[Run]) -> list[str]:
             f"**Warning:** the {suite} rows were measured on different data (dataset fingerprints differ)."
         )
     return lines + [""] if lines else []
-
-
-def _details(suite: str, runs: list[Run], files: Files) -> list[str]:
-    """Per split: n, failures, cIoU, gIoU and Prec@X of every shown measured row."""
-    thresholds = sorted(
-        {
-            key
-            for run in runs
-            for metrics in run.results[suite].metrics.values()
-            for key in metrics
-            if key.startswith("prec@")
-        },
-        key=lambda key: float(key.removeprefix("prec@")),
-    )
-    precisions = [key.replace("prec@", "Prec@") for key in thresholds]
-    headers = ["model", "split", "n", "failed", "cIoU", "gIoU", *precisions]
-    labels, percents = [], []
-    for run in runs:
-        metrics_by_split = run.results[suite].metrics
-        for split in ordered_splits(metrics_by_split):
-            metrics = metrics_by_split[split]
-            labels.append(
-                [run.display_name, split, str(metrics.get("n", "")), str(metrics.get("n_failed", ""))]
-            )
-            fractions = [metrics.get(key) for key in ("ciou", "giou", *thresholds)]
-            percents.append([None if value is None else 100 * value for value in fractions])
-    pairs = list(zip(labels, percents, strict=True))
-    csv_path = f"tables/{slug(suite)}_details.csv"
-    csv_rows = [label + [csv_number(v) for v in values] for label, values in pairs]
-    files[csv_path] = csv_text(headers, csv_rows).encode("utf-8")
-    table = [[md(cell) for cell in label] + [percent(v) for v in values] for label, values in pairs]
-    return [
-        f"### {suite}: details (%)",
-        "",
-        markdown_table(table, headers),
-        "",
-        f"CSV: [{csv_path}]({link(REPORT, csv_path)})",
-        "",
-    ]
-
-
-def _plots(suite: str, runs: list[Run], files: Files) -> list[str]:
-    lines = [f"### {suite}: IoU histograms and Prec@X curves", ""]
-    for run in runs:
-        ious = run.results[suite].ious
-        if not ious:
-            lines += [f"{md(run.display_name)}: no predictions file, no plot.", ""]
-            continue
-        path = f"plots/{slug(suite)}__{slug(run.name)}.png"
-        files[path] = plot_png(f"{run.display_name} on {suite} ({run.name})", ious)
-        lines += [f"![{link_text(run.display_name)} on {suite}]({link(REPORT, path)})", ""]
-    return lines

@@ -18,7 +18,8 @@ PNG_METADATA = {"Software": None, "Creation Time": None}  # no version or time s
 
 
 def plot_png(title: str, ious: dict[str, list[float]]) -> bytes:
-    """Two panels per split: the IoU histogram and Prec@X for X in 0.5 ... 0.95."""
+    """Two panels, one line per split: the IoU histogram and Prec@X for X in 0.5 ... 0.95; `title` says what the
+    figure shows (suite, splits, model)."""
     with matplotlib.style.context("default"):  # ignore the user's matplotlibrc: same bytes everywhere
         figure = Figure(figsize=(10, 3.6), dpi=PLOT_DPI)
         figure.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.82, wspace=0.22)
@@ -38,8 +39,10 @@ def plot_png(title: str, ious: dict[str, list[float]]) -> bytes:
             ]
             curve_axes.plot(CURVE_THRESHOLDS, precision, marker="o", label=split)
         histogram_axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        histogram_axes.set(xlabel="IoU per sample", ylabel="samples", xlim=(0, 1), title="IoU histogram")
-        curve_axes.set(xlabel="X", ylabel="Prec@X (% of samples with IoU > X)", ylim=(0, 100), title="Prec@X")
+        histogram_axes.set(xlabel="IoU per sample", ylabel="samples", xlim=(0, 1),
+                           title="samples per IoU bin (histogram, per split)")
+        curve_axes.set(xlabel="X", ylabel="Prec@X (% of samples with IoU > X)", ylim=(0, 100),
+                       title="Prec@X against the IoU threshold X")
         histogram_axes.legend(fontsize="small")
         curve_axes.legend(fontsize="small")
         figure.suptitle(title)

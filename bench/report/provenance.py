@@ -1,4 +1,4 @@
-"""REPORT.md's closing sections: where every run came from ("Runs") and links to other generated documents."""
+"""Where every run came from (the runs pages) and REPORT.md's links to other generated documents."""
 
 from __future__ import annotations
 
@@ -8,35 +8,41 @@ from bench.report.runs import Run
 from bench.report.text import (
     MISSING,
     REPORT,
+    checkout_text,
     data_identity,
     key_values,
     link,
     link_text,
     md,
     metric_settings,
-    portable,
     timings_text,
 )
 from bench.rundir import RunDir
 
+RUNS_PAGE = "runs.md"  # the leaderboard runs' provenance, at the top of the results directory
+OPTIONAL_FACTS = ("kind", "data root", "limit")  # shown only when set
 
-def runs_section(runs: list[Run]) -> list[str]:
-    """Provenance of every run of every kind: command, code, data, protocol, and the report's problems."""
-    lines = ["## Runs", ""]
-    if not runs:
-        return lines + ["No runs yet.", ""]
+
+def provenance(runs: list[Run], page: str) -> list[str]:
+    """Where each run came from, as seen from `page`: command, code, data, protocol, and the report's problems.
+    Paths are shown relative to the checkout wherever they lie inside one (`checkout_text`): the same bytes in
+    every clone."""
+    lines = []
     for run in runs:
         record = run.record
         fingerprints = record.dataset_fingerprints
+        spec = record.spec if isinstance(record.spec, dict) else {}
         kind = None
         if record.kind != "leaderboard":
             kind = record.kind + (f" (group: {record.group})" if record.group else "")
-        lines += [f"### [{link_text(run.name)}]({link(REPORT, run.name, directory=True)})", ""]
+        lines += [f"### [{link_text(run.name)}]({link(page, run.name, directory=True)})", ""]
         facts = [
             ("command", f"`{record.command}`" if record.command else None),
             ("model", record.model + (f" (label: {record.label})" if record.label else "")),
             ("kind", kind),
             ("suites", ", ".join(record.suites)),
+            ("data root", spec.get("data_root")),
+            ("limit", None if spec.get("limit") is None else f"first {spec['limit']} samples per split (--limit)"),
             ("created", record.created),
             ("git commit", record.git_commit),
             ("seed", record.seed),
@@ -54,14 +60,38 @@ def runs_section(runs: list[Run]) -> list[str]:
             ("timings", timings_text(record.timings)),
         ]
         lines += [
-            f"- {name}: {md(portable(str(value))) if value not in (None, '') else MISSING}"
+            f"- {name}: {md(checkout_text(str(value))) if value not in (None, '') else MISSING}"
             for name, value in facts
-            if name != "kind" or value
+            if name not in OPTIONAL_FACTS or value
         ]
-        lines += [f"- warning: {md(portable(str(warning)))}" for warning in record.warnings]
-        lines += [f"- report: {md(portable(problem))}" for problem in run.problems]
+        lines += [f"- warning: {md(checkout_text(str(warning)))}" for warning in record.warnings]
+        lines += [f"- report: {md(checkout_text(problem))}" for problem in run.problems]
         lines.append("")
     return lines
+
+
+def runs_page(runs: list[Run], generated: str) -> bytes:
+    """runs.md: the provenance of every leaderboard run (ablation and diagnostic runs have their own pages)."""
+    lines = ["# Runs", "", generated, "",
+             f"Where every leaderboard run of [{REPORT}]({link(RUNS_PAGE, REPORT)}) came from, by directory: the command "
+             "that makes it, the code, data, metric settings and model configuration it ran with. Ablation variants "
+             "and diagnostic runs are on their own pages, linked from the report.", ""]
+    lines += provenance(runs, RUNS_PAGE) if runs else ["No leaderboard runs yet.", ""]
+    return ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
+
+
+def problems_line(runs: list[Run]) -> list[str]:
+    """REPORT.md's pointer to the runs whose files are missing or inconsistent (their runs pages say what)."""
+    troubled = [run for run in runs if run.problems]
+    if not troubled:
+        return []
+    one = len(troubled) == 1
+    pages = f"[{RUNS_PAGE}]({RUNS_PAGE})"
+    if any(run.record.kind != "leaderboard" for run in troubled):
+        pages += " and the ablation and diagnostics pages"
+    names = ", ".join(f"`{run.name}`" for run in troubled)
+    return [f"**{len(troubled)} run{' has' if one else 's have'} problems**, so not all of {'its' if one else 'their'} "
+            f"results are shown: {names} (see {pages}).", ""]
 
 
 def other_documents(results_dir: Path, generated: set[str]) -> list[str]:

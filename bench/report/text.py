@@ -8,11 +8,13 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
 from tabulate import tabulate
+
+from bench.rundir import checkout_root
 
 REPORT = "REPORT.md"  # the main page, at the top of the results directory
 MISSING = "–"
@@ -20,6 +22,7 @@ CI_METRICS = ("ciou", "giou")
 SPLIT_ORDER = ("train", "val", "test", "testA", "testB", "test-short", "test-long")
 DATA_KEYS = ("generator", "fingerprint")  # recorded in synthetic suites' protocols; data, not metric settings
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/[^\s\"'`,;()\[\]{}<>=|]+")  # an absolute path inside a text
 
 
 def ordered_splits(splits: Iterable[str]) -> list[str]:
@@ -69,6 +72,13 @@ def csv_text(headers: list[str], rows: list[list[str]]) -> str:
     writer.writerow(headers)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def csv_file(files: dict[str, bytes], page: str, path: str, headers: list[str], rows: list[list[str]],
+             label: str = "CSV") -> str:
+    """Puts a CSV table into `files` at `path`; returns the line that links it from `page`."""
+    files[path] = csv_text(headers, rows).encode("utf-8")
+    return f"{label}: [{path}]({link(page, path)})"
 
 
 def csv_number(value: float | None) -> str:
@@ -132,9 +142,37 @@ def _timing(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else json.dumps(value, sort_keys=True)
 
 
+def checkout_path(path: str) -> str:
+    """An absolute path as reports show it: relative to this checkout when inside it, and also when a run recorded
+    it in another clone (the longest tail of two or more parts that names a file or folder here); else as it is."""
+    root = checkout_root()
+    candidate = PurePosixPath(path)
+    if root is None or not candidate.is_absolute():
+        return path
+    if candidate == PurePosixPath(root) or PurePosixPath(root) in candidate.parents:
+        return candidate.relative_to(root).as_posix() or "."
+    parts = candidate.parts[1:]
+    for start in range(len(parts) - 1):
+        tail = PurePosixPath(*parts[start:])
+        if (root / tail).exists():
+            return tail.as_posix()
+    return path
+
+
+def checkout_text(text: str) -> str:
+    """`text` with every absolute path in it shown by `checkout_path`: the same bytes in every clone."""
+    return _ABSOLUTE_PATH.sub(lambda match: checkout_path(match.group(0)), text)
+
+
 def portable(text: str) -> str:
-    """`text` without this machine's paths: the project's own shown relative to it, the home folder as ~."""
-    return text.replace(f"{PROJECT_ROOT}/", "").replace(f"{Path.home()}/", "~/")
+    """`text` without this machine's paths (for messages about data read now): the checkout's as `checkout_text`
+    shows them, the home folder as ~."""
+    return checkout_text(text).replace(f"{Path.home()}/", "~/")
+
+
+def error_reason(exc: BaseException) -> str:
+    """The first line of an error's message without this machine's paths (its type when it has no message)."""
+    return portable(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def generated_line(results_dir: str) -> str:

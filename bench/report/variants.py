@@ -1,10 +1,13 @@
-"""Ablation and diagnostic runs: their REPORT.md sections and one generated page per ablation group."""
+"""Ablation and diagnostic runs: their REPORT.md sections (every ablation's claims with their verdicts, then links)
+and one generated page per ablation group and for the diagnostics: the runs' table and provenance."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.report.claims import read_claims
 from bench.report.leaderboard import Files, consistency_warnings, measured_row
+from bench.report.provenance import provenance
 from bench.report.runs import Run
 from bench.report.text import REPORT, cell_text, link, link_text, markdown_table, md, ordered_splits, slug
 
@@ -25,13 +28,10 @@ def ablations_section(
                             if f"{ABLATIONS_DIR}/{path.parent.name}" not in folders.values())
     if not groups and not summaries_only:
         return [], {}
-    lines = [
-        "## Ablations",
-        "",
-        'Runs of kind "ablation", grouped by run.json "group": variants compared on their own pages, '
-        "never leaderboard rows.",
-        "",
-    ]
+    lines = ["## Ablations", "", *claims_table(results_dir, [*folders.values(),
+                                                          *[f"{ABLATIONS_DIR}/{name}" for name in summaries_only]]),
+             'Runs of kind "ablation", grouped by run.json "group": variants compared on their own pages (with where '
+             "each run came from), never leaderboard rows.", ""]
     files: Files = {}
     for group, folder in folders.items():
         page, summary = f"{folder}/{PAGE_NAME}", f"{folder}/{SUMMARY_NAME}"
@@ -95,7 +95,7 @@ def group_page(page: str, title: str, description: str, runs: list[Run], generat
         rows = [measured_row(run, suite, page) for run in measured]
         splits = ordered_splits(split for row in rows for split in row.values)
         table = [
-            [f"[{link_text(row.model)}]({row.link})", *[md(cell_text(row.values.get(split))) for split in splits]]
+            [row.name_cell(), *[md(cell_text(row.values.get(split))) for split in splits]]
             + [md(row.origin)]
             for row in rows
         ]
@@ -105,9 +105,29 @@ def group_page(page: str, title: str, description: str, runs: list[Run], generat
     empty = [run for run in runs if not run.results]
     if empty:
         links = ", ".join(f"[{link_text(run.name)}]({link(page, run.name, directory=True)})" for run in empty)
-        lines += [f"No metrics yet (see Runs in {REPORT}): {links}.", ""]
+        lines += [f"No metrics yet (see Runs below): {links}.", ""]
+    lines += ["## Runs", "", *provenance(runs, page)]
     return ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def claims_table(results_dir: Path, folders: list[str]) -> list[str]:
+    """Every claim of the ablations in `folders` with its estimate and verdict (see bench.report.claims); nothing
+    when none states one."""
+    rows = []
+    for folder in sorted(folders, key=lambda folder: folder.rsplit("/", 1)[-1].lower()):
+        name, summary = folder.rsplit("/", 1)[-1], f"{folder}/{SUMMARY_NAME}"
+        target = summary if (results_dir / summary).is_file() else f"{folder}/{PAGE_NAME}"
+        for claim in read_claims(results_dir / folder, SUMMARY_NAME) or []:
+            rows.append([f"[{link_text(name)}]({link(REPORT, target)})", md(claim.claim), md(claim.estimate),
+                         md(claim.verdict)])
+    if not rows:
+        return []
+    return ["Every claim an ablation judges, with our estimate in points and its 95% interval and the verdict it "
+            "quotes (Holm-adjusted for the ablation's family of claims where its `claims.csv` gives one): agrees when "
+            "the interval lies on the claimed side of the margin, disagrees when wholly on the other, inconclusive "
+            "when it spans it.", "",
+            markdown_table(rows, ["ablation", "claim", "ours (points, 95% interval)", "verdict"]), ""]

@@ -34,6 +34,8 @@ class Sample:
     # the foreground as a pycocotools RLE, for suites whose ground truth is RLE or polygons (bench score)
     load_target_rle: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     image_error: str | None = None  # why the annotation's image reference is refused (e.g. a path leaving the root)
+    # every annotated object of the sample's image, each a bool HxW mask (only context baselines read them)
+    load_objects: Callable[[], list[np.ndarray]] | None = field(default=None, repr=False, compare=False)
 
     def check_size(self) -> None:
         """Refuse a size that is not positive or exceeds MAX_IMAGE_PIXELS, before anything is allocated for it."""
@@ -88,6 +90,8 @@ class Suite:
     splits: ClassVar[tuple[str, ...]]  # the evaluation splits (what `bench run` scores by default)
     train_splits: ClassVar[tuple[str, ...]] = ()  # splits that only training reads (`train.data=NAME`)
     synthetic: ClassVar[bool] = False
+    objects_rule: ClassVar[str] = ""  # what Sample.load_objects returns for this suite's format (empty: nothing)
+    objects_are_target: ClassVar[bool] = False  # True where the format annotates the target alone (ReasonSeg)
 
     def __init__(self, data_root: Path | None = None, **options: Any):
         self.data_root = Path(data_root) if data_root is not None else None

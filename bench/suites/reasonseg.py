@@ -59,6 +59,12 @@ def polygon_area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def object_masks(shapes: list[dict[str, Any]], height: int, width: int) -> list[np.ndarray]:
+    """Each shape that is neither "flag" nor ignored as its own bool mask, painted as paint_target paints it."""
+    return [paint_target([shape], height, width) == 1 for shape in shapes
+            if shape["label"].lower() != "flag" and "ignore" not in shape["label"].lower()]
+
+
 def paint_target(shapes: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
     """Rasterise ReasonSeg shapes to a uint8 target: 0 background, 1 target, IGNORE ignored; "flag" skipped."""
     polygons = []
@@ -88,6 +94,8 @@ class ReasonSegSuite(Suite):
     splits = ("val", "test", "test-short", "test-long")
     train_splits = ("train",)
     expected_counts: ClassVar[dict[str, int]] = {"val": 200, "test": 779}  # JSON files per directory
+    objects_rule = "every labelled shape of the image's JSON except ignore and flag shapes"
+    objects_are_target = True
 
     def __init__(self, data_root: Path | None = None, **options: Any):
         super().__init__(data_root, **options)
@@ -153,6 +161,9 @@ class ReasonSegSuite(Suite):
         def load_target() -> np.ndarray:
             return paint_target(shapes, height, width)
 
+        def load_objects() -> list[np.ndarray]:
+            return object_masks(shapes, height, width)
+
         texts = annotation.texts if self.texts == "all" else annotation.texts[:1]
         meta = {
             "is_sentence": annotation.is_sentence,
@@ -168,6 +179,7 @@ class ReasonSegSuite(Suite):
                 width=width,
                 load_target=load_target,
                 meta={**meta, "text_index": k},
+                load_objects=load_objects,
             )
             for k, text in enumerate(texts)
         ]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from bench.errors import BenchError, DataFormatError, DataNotFoundError
+from bench.errors import BenchError, DataFormatError, DataNotFoundError, SampleError
 from bench.masks import counts_valid, segmentation_to_rle
 from bench.safe_pickle import load_refs_pickle
 from bench.suites.base import SUITES, Sample, Suite
@@ -99,7 +99,7 @@ def _compact_ref(ref: dict[str, Any]) -> tuple[Any, ...]:
 
 
 _IMAGE_KEYS = ("id", "height", "width", "file_name")
-_ANNOTATION_KEYS = ("category_id", "iscrowd")
+_ANNOTATION_KEYS = ("category_id", "iscrowd", "image_id")
 
 
 def _compact_image(image: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +140,7 @@ class ReferSuite(Suite):
     split_by: str  # class default; an instance may override it with the split_by option
     valid_split_by: ClassVar[tuple[str, ...]]
     expected_counts: ClassVar[dict[str, dict[str, int]]] = {}  # split -> {"refs": n, "images": n}
+    objects_rule = "every annotation of the image in instances.json, the referred object's and all others'"
 
     def __init__(self, data_root: Path | None = None, **options: Any):
         super().__init__(data_root, **options)
@@ -159,6 +160,7 @@ class ReferSuite(Suite):
         self._last_target: tuple[int, Any] | None = None  # (ann_id, RLE or the error): sentences of a ref share it
         self._image_places: dict[Any, tuple[Path, str | None]] = {}  # image id -> (path, refusal)
         self._valid_rles: set[Any] = set()  # ids of RLE annotations whose counts passed counts_valid
+        self._image_annotations: dict[Any, list[Any]] | None = None  # image id -> its annotation ids
 
     def refer_root(self) -> Path:
         """Directory holding <dataset>/refs(<split_by>).p and <dataset>/instances.json."""
@@ -285,6 +287,9 @@ class ReferSuite(Suite):
         def load_target() -> np.ndarray:
             return mask_utils.decode(load_target_rle()).astype(np.uint8)
 
+        def load_objects() -> list[np.ndarray]:
+            return self._object_masks(ref[_IMAGE_ID], height, width)
+
         image_path, image_error = self._image_place(image_dir, image)
         return Sample(
             sample_id=sample_id,
@@ -296,6 +301,7 @@ class ReferSuite(Suite):
             load_target=load_target,
             load_target_rle=load_target_rle,
             image_error=image_error,
+            load_objects=load_objects,
             meta={
                 "ref_id": ref[_REF_ID],
                 "ann_id": ann_id,
@@ -304,6 +310,23 @@ class ReferSuite(Suite):
                 "iscrowd": int(annotation.get("iscrowd", 0)),
             },
         )
+
+    def _object_masks(self, image_id: Any, height: int, width: int) -> list[np.ndarray]:
+        """Every annotation of the image in instances.json as a bool mask, in the file's order."""
+        files = self._parsed_files()
+        if self._image_annotations is None:
+            self._image_annotations = {}
+            for ann_id, annotation in files.annotations.items():
+                self._image_annotations.setdefault(annotation.get("image_id"), []).append(ann_id)
+        masks = []
+        for ann_id in self._image_annotations.get(image_id, []):
+            segmentation = files.annotations[ann_id].get("segmentation")
+            if segmentation is None:
+                raise SampleError(f"{files.instances_file}: annotation {ann_id} of image {image_id} has no "
+                                  "'segmentation'")
+            rle = segmentation_rle(_unpacked_segmentation(segmentation), height, width, ann_id in self._valid_rles)
+            masks.append(mask_utils.decode(rle).astype(bool))
+        return masks
 
     def _check_counts(self, split: str, refs: list[tuple[Any, ...]]) -> None:
         """Warn when a split is empty or, under the default split_by, differs from the published size."""
