@@ -113,6 +113,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.0  # EMA of the trained weights, used to validate and save (both stages); 0 = off
     seg_fraction: float = 0.5  # share of segmentation samples per batch; 1 = segmentation only, 0 = t2i only
+    # auxiliary BCE + Dice on segmentation samples' one-step x0, read to pixels by a fixed least-squares linear
+    # readout (genmask.readout): an area-normalised mask loss beside the latent MSE; 0 = latent MSE alone
+    mask_loss_weight: float = 0.0
     seg_sampler: str = "genmask_tail"
     seg_sampler_params: dict[str, float] = field(default_factory=lambda: {"a": 0.05})
     gen_sampler: str = "logit_normal"

@@ -238,20 +238,40 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
 
 
 # ------------------------------------------------------------------------------------ DiT stage
-class FlowMatchingLoss(nn.Module):
-    """Wraps GenMask so accelerate can prepare one module whose forward returns the training loss."""
+READOUT_LOGIT_SCALE = 3.0  # the linear readout fits +-1 targets; x3 makes them confident logits (p ~ 0.95)
 
-    def __init__(self, model: GenMask):
+
+class FlowMatchingLoss(nn.Module):
+    """Wraps GenMask so accelerate can prepare one module whose forward returns the training loss: the latent MSE
+    of the velocity, plus, with a `readout` and `mask_weight` > 0, BCE + Dice of the segmentation samples' one-step
+    x0 = x_t - t v read to pixels (the first `len(masks)` samples of the batch are the segmentation ones)."""
+
+    def __init__(self, model: GenMask, readout: nn.Module | None = None, mask_weight: float = 0.0):
         super().__init__()
-        self.model = model
+        self.model, self.readout, self.mask_weight = model, readout, mask_weight
 
     def forward(self, images: list[np.ndarray | None], texts: list[str], x0: torch.Tensor, shortcut: torch.Tensor | None,
-                t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                t: torch.Tensor, noise: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         context = self.model.encode_instructions(images, texts)
         shape = (-1, 1, 1, 1, 1)
         noisy = (1 - t.view(shape)) * x0 + t.view(shape) * noise
         velocity = self.model.velocity(noisy, t, context, shortcut)
-        return F.mse_loss(velocity, noise - x0)
+        loss = F.mse_loss(velocity, noise - x0)
+        if masks is None or self.readout is None or not self.mask_weight:
+            return loss
+        n = len(masks)
+        predicted_x0 = noisy[:n] - t[:n].view(shape) * velocity[:n]
+        return loss + self.mask_weight * mask_loss(READOUT_LOGIT_SCALE * self.readout(predicted_x0)[:, 0], masks)
+
+
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """BCE plus soft Dice (1 - 2|p y| / (|p| + |y|), smoothed by 1) of (B, H, W) logits against boolean masks: Dice
+    weighs a small target as much as a large one."""
+    target = masks.float()
+    probability = torch.sigmoid(logits)
+    overlap = (probability * target).sum((1, 2))
+    dice = 1 - (2 * overlap + 1) / (probability.sum((1, 2)) + target.sum((1, 2)) + 1)
+    return F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
 
 
 def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[str], np.ndarray] | None,
@@ -266,6 +286,7 @@ def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[
     images: list[np.ndarray | None] = []
     texts: list[str] = []
     x0, shortcut, t = [], [], []
+    extra: dict[str, torch.Tensor] = {}
     if n_seg:
         items = [seg.items[i] for i in draw_items(seg, n_seg, train, generator)]
         image_index = np.array([item.image for item in items], dtype=np.int64)
@@ -274,6 +295,8 @@ def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[
         x0.append(torch.from_numpy(seg.mask_latents[[item.mask for item in items]]).float())
         shortcut.append(torch.from_numpy(seg.image_latents[image_index]).float())
         t.append(sample_timesteps(train.seg_sampler, n_seg, generator, **train.seg_sampler_params))
+        if train.mask_loss_weight:
+            extra["masks"] = torch.from_numpy(np.asarray(seg.masks[[item.mask for item in items]], dtype=bool))
     if n_gen:
         gen_texts, gen_latents = captions
         gen_index = torch.randint(len(gen_texts), (n_gen,), generator=generator).numpy()
@@ -285,7 +308,7 @@ def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[
     x0_all = torch.cat(x0)
     return {"images": images, "texts": texts, "x0": x0_all, "t": torch.cat(t),
             "shortcut": torch.cat(shortcut) if model.config.shortcut != "none" else None,
-            "noise": torch.randn(x0_all.shape, generator=generator)}
+            "noise": torch.randn(x0_all.shape, generator=generator), **extra}
 
 
 def build_model(config: GenMaskConfig) -> GenMask:
@@ -345,7 +368,13 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
                          min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
                          ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
     start = run.start
-    loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model), run.optimizer)
+    readout = None
+    if train.mask_loss_weight and seg is not None:
+        from genmask.readout import fit_readout
+
+        readout = fit_readout(model, "linear")  # fixed: fitted on the frozen VAE's mask latents, never trained
+    loss_module, optimizer = accelerator.prepare(FlowMatchingLoss(model, readout, train.mask_loss_weight),
+                                                 run.optimizer)
     loop = StepLoop(accelerator=accelerator, model=model, parameters=trainable, optimizer=optimizer,
                     schedule=run.schedule, ema=run.ema, checkpoint=run.checkpoint,
                     log=JsonlLog(out / "log.jsonl", main), stage="dit", train=train, start=start,
