@@ -1,9 +1,10 @@
-"""The tiny LISA and its SAM: shapes, the [SEG] prompt reaching SAM's decoder, a loss that falls, save/load,
-registry names, the sam-tiny trainer."""
+"""The tiny LISA and its SAM: shapes, LISA's LoRA (peft) and what it trains, the [SEG] prompt reaching SAM's
+decoder, a loss that falls, save/load, registry names, the sam-tiny trainer."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from baselines.common import RivalConfig, RivalTrainConfig, load_rival, save_final
 from baselines.lisa.model import SEG_TOKEN, LisaConfig, build_tiny_lisa
 from baselines.lisa.sam import SAM_PRESETS, build_sam, postprocess_masks, sam_pixels, save_sam
+from baselines.lisa.tokenizer import MissingDependencyError
 from baselines.lisa.train import LisaTrainer
 from genmask.data import synth_groups
 
@@ -50,11 +52,22 @@ def test_shapes_and_losses(micro_sam_dir, batch):
     model.eval()
     logits = model(batch["images"], batch["texts"])
     assert logits.shape == (4, 64, 64)
-    # what is frozen: SAM's image and prompt encoders; trained: language model, projection, mask decoder
+    # what is frozen: SAM's image and prompt encoders; trained: projection, mask decoder and, of the language model,
+    # as LISA's train_ds.py: LoRA on q_proj/v_proj (r 8, alpha 16, dropout 0.05), the embeddings and the head
     assert not any(p.requires_grad for p in model.sam.vision_encoder.parameters())
     assert not any(p.requires_grad for p in model.sam.prompt_encoder.parameters())
     assert all(p.requires_grad for p in model.sam.mask_decoder.parameters())
-    assert all(p.requires_grad for p in model.language.parameters())
+    assert all(p.requires_grad for p in model.text_hidden_fcs.parameters())
+    trained = {n.removeprefix("language.vlm.") for n, p in model.named_parameters() if p.requires_grad and "language" in n}
+    layers = model.language.vlm.config.text_config.num_hidden_layers
+    assert {n for n in trained if "lora_" in n} == {f"model.language_model.layers.{i}.self_attn.{proj}_proj.lora_{ab}"
+                                                    f".default.weight" for i in range(layers) for proj in "qv"
+                                                    for ab in "AB"}
+    assert trained - {n for n in trained if "lora_" in n} == {"model.language_model.embed_tokens.weight",
+                                                              "lm_head.weight"}
+    lora = model.language.vlm.model.language_model.layers[0].self_attn.q_proj
+    assert lora.r["default"] == 8 and lora.scaling["default"] == 2.0 and lora.lora_dropout["default"].p == 0.05
+    assert not any("lora_" in n for n, _ in model.language.vlm.model.visual.named_parameters())
 
 
 def test_seg_state_positions(micro_sam_dir, batch):
@@ -145,6 +158,24 @@ def test_save_load_round_trip(micro_sam_dir, batch, tmp_path):
     loaded, _, _ = load_rival(LisaTrainer, tmp_path / "final")
     with torch.no_grad():
         assert torch.equal(model(batch["images"], batch["texts"]), loaded(batch["images"], batch["texts"]))
+    # saved: what LoRA training changes; the frozen language weights come from the pinned foundation
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "final" / "model.safetensors", "pt") as saved_file:
+        keys = set(saved_file.keys())
+    assert any(".lora_A." in k for k in keys) and any(k.endswith("embed_tokens.weight") for k in keys)
+    assert not any("base_layer" in k or ("mlp" in k and k.startswith("language.")) for k in keys)
+
+
+def test_full_fine_tuning_and_missing_peft(micro_sam_dir, monkeypatch):
+    model = make_lisa(micro_sam_dir, language_adaptation="full")  # checkpoints made before LoRA say "full"
+    assert all(p.requires_grad for p in model.language.parameters())
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match="'peft'"):
+        make_lisa(micro_sam_dir)
+    with pytest.raises(ValueError, match="language_adaptation"):
+        LisaConfig(language_adaptation="adapters")
 
 
 def test_sam_preprocessing_round_trip():

@@ -1,13 +1,16 @@
-"""Real LISA checkpoints: a tiny checkpoint written here with LISA-7B's key names (LLaVA LLaMA + single-Linear
-mm_projector, SAM under model.visual_model.* with segment-anything's names, text_hidden_fcs), shapes scaled down,
-must load onto transformers' Llava + SamModel with no missing or unexpected key and predict a mask."""
+"""Real LISA checkpoints as LISA's own scripts write them: a tiny checkpoint in the layout of LISA's
+`merge_lora_weights_and_save_hf_model.py` under transformers 4.31 (LISA-7B's key names, shapes scaled down, bf16,
+sharded `pytorch_model-0000N-of-0000M.bin` + index, LLaMA's `rotary_emb.inv_freq` buffers, the CLIP tower dropped,
+the slow tokenizer files only) must load through `bench run --model lisa --checkpoint DIR --model-arg clip=DIR`,
+tokenise as LISA does (ids pinned to transformers 4.31's), and an unmerged (LoRA) checkpoint must load as
+peft's merge gives it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,34 +18,82 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from baselines.lisa.keymap import LLAVA_SYSTEM, KeyMappingError, load_lisa, read_state_dict
+from baselines.lisa.keymap import KeyMappingError, load_lisa, read_state_dict
+from baselines.lisa.tokenizer import LisaTokenizer, MissingDependencyError
+from bench.cli import main
 
 LLAMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 4, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "hidden_act": "silu"}
 CLIP_HIDDEN, SAM_DIM, SAM_VISION, GRID, PATCH = 24, 32, 32, 8, 8
+IMAGE = -200  # LLaVA's IMAGE_TOKEN_INDEX, where tokenizer_image_token puts the image
+
+# ------------------------------------------------------------------------------------- tokenizer
+# A fixed sentencepiece model shaped like LLaMA's (<unk> <s> </s> at 0-2, 256 byte pieces, byte fallback, dummy
+# prefix): whole-word pieces for the prompt's words, single characters for the rest.
+WORDS = ("A chat between a curious human and an artificial intelligence assistant The gives helpful detailed polite "
+         "answers to the questions USER What is in this image Please output segmentation mask red thing on left "
+         "When enjoying sunny day at beach what item could provide shade protection from sun rays").split()
+PIECES = ["▁" + word for word in WORDS] + ["▁ASS", "IST", "ANT", "▁.", "'s", "▁"]
+PHRASE = "the red thing"
+SENTENCE = "When enjoying a sunny day at the beach, what item could provide shade and protection from the sun's rays?"
+# transformers 4.31.0's ids (LlamaTokenizer, use_fast=False) for LISA's validation conversation through LLaVA's
+# tokenizer_image_token, with the tokenizer set up as train_ds.py does and saved as the merge script does
+# (computed once with transformers 4.31.0 and sentencepiece on this model; identical before and after the save).
+SYSTEM_IDS = [1, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 327, 270, 269, 271, 272, 325, 273, 325, 265,
+              274, 275, 276, 277, 264, 312, 278, 327, 279, 339, 409]  # ... "▁USER", ":", "<im_start>"
+LISA_IDS = {
+    (PHRASE, True): SYSTEM_IDS + [IMAGE, 410, 280, 281, 277, 289, 290, 282, 283, 284, 344, 285, 286, 287, 288, 327,
+                                  308, 309, 310, 339, 408, 311, 2],
+    (SENTENCE, True): SYSTEM_IDS + [IMAGE, 410, 293, 294, 262, 295, 296, 297, 277, 298, 325, 299, 300, 301, 302, 303,
+                                    265, 304, 305, 277, 306, 312, 307, 344, 285, 286, 287, 288, 327, 308, 309, 310,
+                                    339, 408, 311, 2],
+    # "legacy": false in tokenizer_config.json: 4.31 drops the "▁" of the piece after a token ("What" -> <unk>)
+    (PHRASE, False): SYSTEM_IDS + [IMAGE, 410, 0, 281, 277, 289, 290, 282, 283, 284, 344, 285, 286, 287, 288, 327,
+                                   308, 309, 310, 339, 408, 327, 2],
+}
 
 
-def tokenizer_words() -> list[str]:
-    text = LLAVA_SYSTEM + " USER ASSISTANT What is in this image ? Please output segmentation mask . the red thing"
-    return sorted(set(re.findall(r"\w+|[^\w\s]", text)))
+def sentencepiece_model() -> bytes:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    model, piece = pb.ModelProto(), pb.ModelProto.SentencePiece
+    for text, kind in (("<unk>", piece.UNKNOWN), ("<s>", piece.CONTROL), ("</s>", piece.CONTROL)):
+        model.pieces.add(piece=text, score=0.0, type=kind)
+    for byte in range(256):
+        model.pieces.add(piece=f"<0x{byte:02X}>", score=0.0, type=piece.BYTE)
+    for text in PIECES:
+        model.pieces.add(piece=text, score=-2.0, type=piece.NORMAL)
+    for text in (chr(c) for c in range(33, 127)):
+        if text not in PIECES:
+            model.pieces.add(piece=text, score=-6.0, type=piece.NORMAL)
+    spec, normalizer = model.trainer_spec, model.normalizer_spec
+    spec.model_type, spec.vocab_size, spec.byte_fallback = pb.TrainerSpec.UNIGRAM, len(model.pieces), True
+    spec.unk_id, spec.bos_id, spec.eos_id, spec.pad_id = 0, 1, 2, -1
+    normalizer.name, normalizer.add_dummy_prefix = "identity", True
+    normalizer.remove_extra_whitespaces, normalizer.escape_whitespaces = False, True
+    return model.SerializeToString()
 
 
-def write_tokenizer(directory: Path) -> int:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+def write_tokenizer(directory: Path, legacy: bool = True, lisa_tokens: bool = True) -> int:
+    """LISA's tokenizer files as transformers 4.31 saves them (LLaVA's without added_tokens.json: `lisa_tokens`
+    False); returns the vocabulary size LISA resizes the embeddings to."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tokenizer.model").write_bytes(sentencepiece_model())
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for word in tokenizer_words():
-        vocab.setdefault(word, len(vocab))
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<unk>")
-    tokenizer.add_tokens(["[SEG]"])  # LISA adds [SEG], then LLaVA's image start/end tokens
-    tokenizer.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
-    tokenizer.save_pretrained(directory)
-    return len(tokenizer)
+    def token(content: str) -> dict:
+        return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+
+    specials = {"bos_token": token("<s>"), "eos_token": token("</s>"), "unk_token": token("<unk>")}
+    config = {"add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+              "legacy": legacy, "model_max_length": 512, "pad_token": None, "padding_side": "right",
+              "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer",
+              **{name: {"__type": "AddedToken", **value} for name, value in specials.items()}}
+    files = {"tokenizer_config.json": config, "special_tokens_map.json": {**specials, "pad_token": "<unk>"}}
+    if lisa_tokens:
+        files["added_tokens.json"] = {"[SEG]": 408, "<im_start>": 409, "<im_end>": 410}
+    for name, content in files.items():
+        (directory / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
+    return 411
 
 
 def write_clip(directory: Path) -> None:
@@ -157,20 +208,121 @@ def lisa_state(vocab: int) -> dict[str, torch.Tensor]:
     return state
 
 
+def inv_freq() -> torch.Tensor:
+    head = LLAMA["hidden_size"] // LLAMA["num_attention_heads"]
+    return 1.0 / 10000 ** (torch.arange(0, head, 2).float() / head)
+
+
+def lisa_config(clip: Path, vocab: int, architecture: str = "LISAForCausalLM") -> dict:
+    """config.json as LISAForCausalLM.save_pretrained writes it under 4.31 (LLaVA-LLaMA fields + LISA's)."""
+    return {"architectures": [architecture], "model_type": "llava", "vocab_size": vocab, **LLAMA,
+            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "pretraining_tp": 1, "rope_scaling": None,
+            "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.31.0",
+            "use_cache": False, "mm_vision_tower": str(clip), "vision_tower": str(clip), "mm_hidden_size": CLIP_HIDDEN,
+            "mm_use_im_start_end": True, "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+            "out_dim": SAM_DIM, "train_mask_decoder": True, "use_mm_proj": True}
+
+
+def save_sharded(state: dict[str, torch.Tensor], directory: Path, shards: int = 2) -> None:
+    """`save_pretrained`'s .bin layout: pytorch_model-0000N-of-0000M.bin and pytorch_model.bin.index.json."""
+    keys, weight_map = list(state), {}
+    for n in range(shards):
+        name = f"pytorch_model-{n + 1:05d}-of-{shards:05d}.bin"
+        part = {key: state[key] for key in keys[n::shards]}
+        torch.save(part, directory / name)
+        weight_map |= dict.fromkeys(part, name)
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    (directory / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}), encoding="utf-8")
+
+
+def merged_checkpoint(directory: Path, clip: Path, state: dict[str, torch.Tensor]) -> Path:
+    """What LISA's merge script leaves: config.json, the bf16 state dict without the CLIP tower (with 4.31's
+    persistent inv_freq buffers) in two .bin shards + index, the slow tokenizer files."""
+    directory.mkdir(parents=True)
+    vocab = write_tokenizer(directory)
+    (directory / "config.json").write_text(json.dumps(lisa_config(clip, vocab)), encoding="utf-8")
+    bf16 = {key: value.to(torch.bfloat16) for key, value in state.items()}
+    bf16 |= {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": inv_freq() for i in range(LLAMA["num_hidden_layers"])}
+    save_sharded(bf16, directory)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def tiny_lisa(tmp_path_factory):
     root = tmp_path_factory.mktemp("lisa")
-    clip, lisa = root / "clip", root / "LISA-7B-tiny"
+    clip = root / "clip"
     write_clip(clip)
-    lisa.mkdir()
-    vocab = write_tokenizer(lisa)
-    config = {"architectures": ["LISAForCausalLM"], "model_type": "llava", "vocab_size": vocab, **LLAMA,
-              "mm_vision_tower": str(clip), "mm_use_im_start_end": True, "mm_vision_select_layer": -2,
-              "out_dim": SAM_DIM, "train_mask_decoder": True}
-    (lisa / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    state = lisa_state(vocab)
-    save_file(state, lisa / "model.safetensors")
-    return {"lisa": lisa, "clip": clip, "state": state}
+    state = lisa_state(411)
+    lisa = merged_checkpoint(root / "LISA-7B-tiny", clip, state)
+    return {"lisa": lisa, "clip": clip, "state": {k: v.to(torch.bfloat16).float() for k, v in state.items()}}
+
+
+def llava_ids(model, text: str, is_sentence: bool) -> list[int]:
+    """The port's teacher-forced ids with the image's positions collapsed to LLaVA's one IMAGE index."""
+    model.language.sentence_flags = [is_sentence]
+    encoded = model.language.encode([np.zeros((8, 8, 3), np.uint8)], [text], with_answer=True)
+    ids, image = encoded.inputs["input_ids"][0].tolist(), encoded.inputs["image_mask"][0].tolist()
+    start = image.index(True)
+    return ids[:start] + [IMAGE] + ids[start + sum(image):]
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_lisa_merge_script_output_runs_through_bench_run(tiny_lisa, tmp_path):
+    """LISA's layout as its merge script saves it (.bin shards + index, inv_freq buffers, slow tokenizer only)."""
+    files = sorted(p.name for p in tiny_lisa["lisa"].iterdir())
+    assert "tokenizer.json" not in files and "tokenizer.model" in files and "pytorch_model.bin.index.json" in files
+    assert any(".rotary_emb.inv_freq" in key for key in read_state_dict(tiny_lisa["lisa"]))
+    out = tmp_path / "run"
+    code = main(["run", "--suite", "synthref", "synthreason", "--split", "val", "--limit", "3", "--model", "lisa",
+                 "--checkpoint", str(tiny_lisa["lisa"]), "--model-arg", f"clip={tiny_lisa['clip']}",
+                 "--bootstrap", "0", "--no-progress", "--out", str(out)])
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    lisa = run["model_config"]["lisa"]
+    assert run["status"] == "complete" and lisa["layout"].startswith("lisa-7b")
+    assert lisa["language_adaptation"] == "merged" and lisa["lora_modules_merged_at_load"] == 0
+    assert "lower()" in lisa["text"]
+    for suite in ("synthref", "synthreason"):
+        split = json.loads((out / f"metrics.{suite}.json").read_text())["splits"]["val"]
+        assert split["n"] == 3 and split["n_failed"] == 0
+
+
+@pytest.mark.parametrize(("text", "legacy"), list(LISA_IDS))
+def test_prompt_ids_are_lisas(tiny_lisa, tmp_path, text, legacy):
+    """LISA's ids (transformers 4.31, use_fast=False): no whitespace pieces around [SEG], <im_start>, <im_end>."""
+    directory = tiny_lisa["lisa"]
+    if not legacy:
+        directory = tmp_path / "legacy-false"
+        shutil.copytree(tiny_lisa["lisa"], directory)
+        write_tokenizer(directory, legacy=False)
+    model = load_lisa(directory, tiny_lisa["clip"])
+    assert llava_ids(model, text, is_sentence=text == SENTENCE) == LISA_IDS[(text, legacy)]
+    tokenizer = model.language.tokenizer
+    assert tokenizer.tokenize("ASSISTANT: [SEG].</s>") == ["▁ASS", "IST", "ANT", ":", "[SEG]", "▁." if legacy else ".",
+                                                             "</s>"]
+
+
+def test_a_llava_tokenizer_gets_lisas_tokens_as_train_ds_adds_them(tmp_path):
+    write_tokenizer(tmp_path / "llava", lisa_tokens=False)
+    tokenizer = LisaTokenizer(tmp_path / "llava")
+    assert [tokenizer.token_id(t) for t in ("[SEG]", "<im_start>", "<im_end>")] == [408, 409, 410]
+    assert len(tokenizer) == 411 and tokenizer.pad_token_id == tokenizer.unk_token_id == 0
+
+
+def test_missing_tokenizer_package_or_file_is_named(tiny_lisa, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "lisa"
+    shutil.copytree(tiny_lisa["lisa"], copy)
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match="'sentencepiece'"):
+        LisaTokenizer(copy)
+    assert main(["run", "--suite", "synthref", "--split", "val", "--limit", "1", "--model", "lisa", "--checkpoint",
+                 str(copy), "--model-arg", f"clip={tiny_lisa['clip']}", "--out", str(tmp_path / "run")]) == 2
+    assert "pip install sentencepiece" in capsys.readouterr().err
+    monkeypatch.undo()
+    (copy / "tokenizer.model").unlink()
+    with pytest.raises(FileNotFoundError, match="tokenizer.model"):
+        LisaTokenizer(copy)
 
 
 def test_every_key_maps_and_lands_where_it_belongs(tiny_lisa):
@@ -202,6 +354,10 @@ def test_every_key_maps_and_lands_where_it_belongs(tiny_lisa):
     config = model.sam.config
     assert config.vision_config.global_attn_indexes == [1] and config.vision_config.window_size == 4
     assert config.vision_config.num_attention_heads == 2 and config.vision_config.image_size == GRID * PATCH
+    # segment-anything's LayerNorms: nn.LayerNorm's 1e-5 in the two-way transformer, LayerNorm2d's 1e-6 elsewhere
+    decoder = model.sam.mask_decoder
+    assert decoder.transformer.layers[0].layer_norm1.eps == decoder.transformer.layer_norm_final_attn.eps == 1e-5
+    assert decoder.upscale_layer_norm.eps == model.sam.vision_encoder.neck.layer_norm1.eps == 1e-6
 
 
 def test_predicts_a_mask_of_the_image_size(tiny_lisa):
@@ -234,6 +390,12 @@ def test_the_harness_adapter_runs_a_real_layout(tiny_lisa, tmp_path, dtype):
     model.seg_token = "generate"
     (mask,) = model.predict([ModelInput(sample, image, sample.text)])
     assert mask.shape == (30, 45)
+    # the texts as LISA's evaluation gives them: RefCOCO's stripped and lowercased, ReasonSeg's stripped
+    seen = []
+    model.model.predict_logits = lambda images, texts, mode: (seen.extend(texts), ([None] * len(texts), []))[1]
+    refer = Sample("r0", "val", tmp_path / "x.png", " The RED Thing ", 30, 45, load_target=lambda: None)
+    model.predict([ModelInput(sample, image, " Which One? "), ModelInput(refer, image, refer.text)])
+    assert seen == ["Which One?", "the red thing"]
 
 
 def test_unknown_or_missing_keys_are_refused(tiny_lisa, tmp_path):
@@ -245,19 +407,75 @@ def test_unknown_or_missing_keys_are_refused(tiny_lisa, tmp_path):
             state["model.something_else.weight"] = torch.zeros(1)
         else:
             del state["model.visual_model.mask_decoder.iou_token.weight"]
+        for file in copy.glob("pytorch_model*"):
+            file.unlink()
         save_file(state, copy / "model.safetensors")
         with pytest.raises(KeyMappingError, match="something_else" if change == "extra" else "iou_token"):
             load_lisa(copy, tiny_lisa["clip"])
 
 
-def test_bin_checkpoints_load_weights_only(tiny_lisa, tmp_path):
+def test_bin_shards_load_weights_only_and_as_their_index_says(tiny_lisa, tmp_path):
     copy = tmp_path / "bin"
     shutil.copytree(tiny_lisa["lisa"], copy)
-    (copy / "model.safetensors").unlink()
-    torch.save(tiny_lisa["state"], copy / "pytorch_model.bin")
-    assert len(read_state_dict(copy)) == len(tiny_lisa["state"])
-
-    # any object but tensors and plain containers (here an importable class) is refused by weights_only
-    torch.save({"x": argparse.Namespace(code="would run")}, copy / "pytorch_model.bin")
-    with pytest.raises(Exception, match="(?i)weights_only|unpickl"):
+    assert len(read_state_dict(copy)) == len(tiny_lisa["state"]) + LLAMA["num_hidden_layers"]  # + inv_freq
+    # any object but tensors and plain containers (here an importable class) is refused, naming the file
+    shard = copy / "pytorch_model-00002-of-00002.bin"
+    torch.save({"x": argparse.Namespace(code="would run")}, shard)
+    with pytest.raises(KeyMappingError, match=r"pytorch_model-00002-of-00002\.bin: refused by .*weights_only"):
         read_state_dict(copy)
+    shard.unlink()  # a shard the index names but that is not there
+    with pytest.raises(FileNotFoundError, match="pytorch_model-00002-of-00002.bin"):
+        read_state_dict(copy)
+
+
+def test_unmerged_lora_checkpoint_loads_as_peft_merges_it(tiny_lisa, tmp_path):
+    """LISA's training output before its merge script (the PeftModel's state dict through DeepSpeed's zero_to_fp32:
+    `base_model.model.*`, LoRA r 8 on q_proj/v_proj, the CLIP tower included) beside LLaVA's config and tokenizer
+    (LISA's tokens added at load): merged as peft's merge_and_unload does, with LISA's alpha 16."""
+    import peft
+
+    generator = torch.Generator().manual_seed(5)
+    state, unmerged, expected = tiny_lisa["state"], {}, {}
+    for key, weight in state.items():
+        unmerged["base_model.model." + key] = weight
+        if not (key.startswith("model.layers.") and key.endswith(("q_proj.weight", "v_proj.weight"))):
+            continue
+        a = 0.1 * torch.randn(8, weight.shape[1], generator=generator)
+        b = 0.1 * torch.randn(weight.shape[0], 8, generator=generator)
+        module = key.removesuffix(".weight")
+        unmerged[f"base_model.model.{module}.lora_A.default.weight"] = a
+        unmerged[f"base_model.model.{module}.lora_B.default.weight"] = b
+        holder = torch.nn.Module()
+        holder.proj = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        holder.proj.weight.data.copy_(weight)
+        peft.inject_adapter_in_model(peft.LoraConfig(r=8, lora_alpha=16, target_modules=["proj"]), holder)
+        holder.proj.lora_A["default"].weight.data.copy_(a)
+        holder.proj.lora_B["default"].weight.data.copy_(b)
+        holder.proj.merge()
+        expected[key.replace("model.layers.", "model.language_model.layers.")] = holder.proj.base_layer.weight.detach()
+    # LISA's CLIPVisionTower holds a 4.31 CLIPVisionModel (`vision_model.*`); its weights differ from the directory's
+    tower = {"vision_model." + k.removeprefix("vision_model."): v + 1.0 for k, v in read_state_dict(tiny_lisa["clip"]).items()}
+    unmerged |= {"base_model.model.model.vision_tower.vision_tower." + k: v for k, v in tower.items()}
+    directory = tmp_path / "lisa-lora"
+    vocab = write_tokenizer(directory, lisa_tokens=False)
+    (directory / "config.json").write_text(
+        json.dumps(lisa_config(tiny_lisa["clip"], vocab, "LlavaLlamaForCausalLM")), encoding="utf-8")
+    torch.save(unmerged, directory / "pytorch_model.bin")
+
+    model = load_lisa(directory, tiny_lisa["clip"])
+    weights = model.language.vlm.state_dict()
+    assert model.merged_lora_modules == len(expected) == 2 * LLAMA["num_hidden_layers"]
+    for key, value in expected.items():
+        assert torch.allclose(weights[key], value, atol=1e-6), key
+        assert not torch.allclose(value, state[key.replace("language_model.", "")])  # the adapter changed it
+    assert torch.equal(weights["model.language_model.layers.0.self_attn.k_proj.weight"],
+                       state["model.layers.0.self_attn.k_proj.weight"])
+    assert torch.equal(weights["model.vision_tower.post_layernorm.weight"],
+                       tower["vision_model.post_layernorm.weight"])
+    image = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    logits, _ = model.predict_logits([image], ["the red thing"], "teacher")
+    assert logits[0].shape == (20, 30) and torch.isfinite(logits[0]).all()
+    from bench.models.base import MODELS
+
+    recorded = MODELS.get("lisa")(checkpoint=str(directory), clip=str(tiny_lisa["clip"])).config()["lisa"]
+    assert recorded["lora_modules_merged_at_load"] == 4 and recorded["lora_alpha"] == 16.0

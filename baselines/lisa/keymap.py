@@ -1,13 +1,20 @@
 """Real LISA checkpoints (LISA-7B layout) on transformers' `LlavaForConditionalGeneration` and `SamModel`.
 
-A merged LISA checkpoint (e.g. LISA-7B-v1, written by LISA's `merge_lora_weights_and_save_hf_model.py`) is one
-`LISAForCausalLM` state dict:
+A merged LISA checkpoint (e.g. LISA-7B-v1), as LISA's `merge_lora_weights_and_save_hf_model.py` writes it with
+transformers 4.31 (`model.save_pretrained(path, state_dict=...)` without the CLIP tower, `tokenizer.save_pretrained`):
+config.json, `pytorch_model-0000N-of-0000M.bin` shards + `pytorch_model.bin.index.json` (or safetensors), the slow
+tokenizer's files (`baselines.lisa.tokenizer`), and one `LISAForCausalLM` state dict:
 
     model.embed_tokens / model.layers.N.* / model.norm / lm_head     LLaMA (LLaVA-7B), vocabulary with [SEG] added
+    model.layers.N.self_attn.rotary_emb.inv_freq                     4.31's persistent rotary buffers (recomputed)
     model.mm_projector.{weight,bias}                                 LLaVA v1's projector: a single Linear
     model.visual_model.{image_encoder,prompt_encoder,mask_decoder}.* SAM ViT-H, original segment-anything names
     model.text_hidden_fcs.0.{0,2}.{weight,bias}                      LISA's projection to SAM's 256-d prompt
     (model.vision_tower.*: usually absent, the CLIP ViT-L/14 tower is read from its own directory)
+
+An unmerged checkpoint (LISA's training output through DeepSpeed's `zero_to_fp32.py`: the PeftModel's state dict,
+`base_model.model.*` with LoRA pairs on q_proj/v_proj) is merged at load as peft's `merge_and_unload` does
+(`merge_lora`; alpha is not saved: LISA's 16 unless `lora_alpha` says otherwise).
 
 The mapping: LLaMA keys go under `model.language_model.*`, the projector becomes a single `nn.Linear` in place of
 transformers' two-layer `multi_modal_projector`, SAM keys take the renames of transformers' SAM conversion
@@ -15,12 +22,14 @@ transformers' two-layer `multi_modal_projector`, SAM keys take the renames of tr
 to names, MLP heads' `layers.0/1/2` -> `proj_in/layers.0/proj_out`, ...), and CLIP's `vision_model.*` goes under
 `model.vision_tower.vision_model.*`. Every key must be used and every model weight filled (`load_lisa` raises
 otherwise, naming them). SAM's and LLaMA's sizes are read off the weights (SAM's decoder head count, which the
-weights do not fix, defaults to SAM's 8) and LLaMA's from the checkpoint's config.json.
+weights do not fix, defaults to SAM's 8; its two-way transformer's LayerNorms take segment-anything's eps 1e-5)
+and LLaMA's from the checkpoint's config.json.
 
 Preprocessing is LISA's: SAM input = longest side 1024, SAM's pixel mean/std, zero padding bottom-right (masks
 upsampled, cropped, resized back); CLIP input = CLIP's own image processor from its directory (224 x 224); the
 prompt is LLaVA v1's conversation with `<im_start><image><im_end>` (the image's 256 CLIP features in place of
-`<image>`) and LISA's questions; the teacher-forced answer is "[SEG].".
+`<image>`) and LISA's questions, tokenised as LISA does (4.31's slow tokenizer, LLaVA's `tokenizer_image_token`);
+the teacher-forced answer is "[SEG].".
 
 Weights are read from safetensors; `.bin` pickles only through `torch.load(weights_only=True)` (no code runs).
 """
@@ -28,7 +37,9 @@ Weights are read from safetensors; `.bin` pickles only through `torch.load(weigh
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +48,7 @@ import torch
 from torch import nn
 
 from baselines.lisa.model import SEG_TOKEN, Encoded, Lisa, LisaConfig
+from baselines.lisa.tokenizer import LisaTokenizer
 
 LLAVA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
                 "helpful, detailed, and polite answers to the human's questions.")
@@ -76,29 +88,57 @@ class KeyMappingError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------- reading
+WEIGHT_LAYOUTS = (("*.safetensors", "model.safetensors.index.json"), ("pytorch_model*.bin", "pytorch_model.bin.index.json"))
+
+
+def weight_files(directory: Path) -> tuple[list[Path], dict[str, str]]:
+    """The weight files of a checkpoint directory and its index's weight map (empty without an index): the shards
+    an index names (all must be there), else every safetensors file, else every `pytorch_model*.bin`."""
+    for pattern, index_name in WEIGHT_LAYOUTS:
+        index = directory / index_name
+        if index.exists():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = [directory / name for name in sorted(set(weight_map.values()))]
+            absent = [file.name for file in files if not file.exists()]
+            if absent:
+                raise FileNotFoundError(f"{index} names shards that are not in {directory}: {absent}")
+            return files, weight_map
+        files = sorted(directory.glob(pattern))
+        if files:
+            return files, {}
+    raise FileNotFoundError(f"{directory}: no *.safetensors or pytorch_model*.bin weights")
+
+
+def load_pickle(file: Path) -> dict[str, torch.Tensor]:
+    """A `.bin` state dict through `torch.load(weights_only=True)` (a restricted unpickler: tensors and plain
+    containers only, no code runs); anything else is refused naming the file."""
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise KeyMappingError(f"{file}: refused by torch.load(weights_only=True), which reads tensors and plain "
+                              f"containers only: {error}") from None
+    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise KeyMappingError(f"{file}: not a state dict of tensors")
+    return loaded
+
+
 def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint directory: safetensors (single file or shards), else `.bin` shards read with
-    `torch.load(weights_only=True)` (a restricted unpickler: tensors and plain containers only, no code runs)."""
+    """Every tensor of a checkpoint directory: safetensors, else `.bin` files (LISA's merge script writes
+    `pytorch_model-0000N-of-0000M.bin` shards and `pytorch_model.bin.index.json`) read by `load_pickle`."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    files = sorted(directory.glob("*.safetensors"))
-    if files:
-        state: dict[str, torch.Tensor] = {}
-        for file in files:
-            state.update(load_file(str(file)))
-        return state
-    pickles = sorted(directory.glob("pytorch_model*.bin"))
-    if not pickles:
-        raise FileNotFoundError(f"{directory}: no *.safetensors or pytorch_model*.bin weights")
-    print(f"note: {directory}: reading {len(pickles)} .bin file(s) with torch.load(weights_only=True); "
-          "convert them to safetensors to avoid pickles altogether")
-    state = {}
-    for file in pickles:
-        loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
-            raise KeyMappingError(f"{file}: not a state dict of tensors")
-        state.update(loaded)
+    files, weight_map = weight_files(directory)
+    pickles = [file for file in files if file.suffix == ".bin"]
+    if pickles:
+        print(f"note: {directory}: reading {len(pickles)} .bin file(s) with torch.load(weights_only=True); "
+              "convert them to safetensors to avoid pickles altogether")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_pickle(file) if file.suffix == ".bin" else load_file(str(file)))
+    absent = sorted(weight_map.keys() - state.keys())
+    if absent:
+        raise KeyMappingError(f"{directory}: keys its index lists are in no shard: {absent[:8]}")
     return state
 
 
@@ -127,6 +167,33 @@ def sam_key(key: str) -> str:
     return key
 
 
+LORA_KEY = re.compile(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight")
+PEFT_PREFIX = "base_model.model."
+
+
+def merge_lora(state: dict[str, torch.Tensor], alpha: float) -> tuple[dict[str, torch.Tensor], int]:
+    """An unmerged LISA state dict (the PeftModel's: LISA's training output through DeepSpeed's zero_to_fp32, keys
+    `base_model.model.*`, LoRA pairs `*.lora_A.default.weight` / `*.lora_B.default.weight`) merged as peft's
+    `merge_and_unload` in LISA's merge script does: W + alpha / r * B @ A (r from lora_A's rows). Returns the
+    state under LISA's merged names and the number of merged modules (0 for a merged checkpoint)."""
+    merged: dict[str, torch.Tensor] = {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        key = key.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")
+        match = LORA_KEY.fullmatch(key)
+        if match:
+            pairs.setdefault(match.group(1), {})[match.group(2)] = value
+        else:
+            merged[key] = value
+    for module, pair in pairs.items():
+        weight = merged.get(module + ".weight")
+        if weight is None or set(pair) != {"A", "B"}:
+            raise KeyMappingError(f"LoRA weights of {module!r} without their base weight or their other half")
+        update = pair["B"].float() @ pair["A"].float() * (alpha / pair["A"].shape[0])
+        merged[module + ".weight"] = (weight.float() + update).to(weight.dtype)
+    return merged, len(pairs)
+
+
 def split_lisa_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """LISA's keys sorted into {"llava": ..., "sam": ..., "fcs": ...} under the target models' names; raises on
     a key it does not know."""
@@ -146,12 +213,12 @@ def split_lisa_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torc
             name = key.removeprefix("model.vision_tower.").removeprefix("vision_tower.")
             if not name.endswith("position_ids"):
                 parts["llava"]["model.vision_tower." + name.removeprefix("vision_model.")] = value
+        elif key.endswith("rotary_emb.inv_freq"):
+            continue  # transformers 4.31 saved LLaMA's rotary buffers; recomputed here from the config
         elif re.match(r"model\.(embed_tokens|layers|norm)\.", key):
             parts["llava"]["model.language_model." + key.removeprefix("model.")] = value
         elif key == "lm_head.weight":
             parts["llava"][key] = value
-        elif key.endswith("rotary_emb.inv_freq"):
-            continue  # recomputed from the config
         else:
             unknown.append(key)
     if unknown:
@@ -165,7 +232,7 @@ def split_lisa_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torc
 # ------------------------------------------------------------------------------------- configs
 def sam_config_from_weights(sam: dict[str, torch.Tensor], decoder_heads: int = 8):
     """The `SamConfig` that the (renamed) SAM weights fix: every size is read off a shape; the mask decoder's
-    head count, which no shape fixes, is `decoder_heads` (SAM's 8)."""
+    head count, which no shape fixes, is `decoder_heads` (SAM's 8); its LayerNorms' eps is segment-anything's."""
     from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 
     def count(pattern: str) -> int:
@@ -198,7 +265,8 @@ def sam_config_from_weights(sam: dict[str, torch.Tensor], decoder_heads: int = 8
         attention_downsample_rate=prompt_dim // cross,
         num_multimask_outputs=sam["mask_decoder.mask_tokens.weight"].shape[0] - 1,
         iou_head_depth=count(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.") + 2,
-        iou_head_hidden_dim=sam["mask_decoder.iou_prediction_head.proj_in.weight"].shape[0])
+        iou_head_hidden_dim=sam["mask_decoder.iou_prediction_head.proj_in.weight"].shape[0],
+        layer_norm_eps=1e-5)  # segment-anything's two-way transformer: nn.LayerNorm's default (transformers: 1e-6)
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
@@ -210,6 +278,8 @@ def llama_config_from(config: dict[str, Any], llava: dict[str, torch.Tensor]):
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "max_position_embeddings", "rms_norm_eps", "hidden_act", "rope_theta", "bos_token_id", "eos_token_id",
             "pad_token_id")
+    if config.get("rope_scaling"):
+        raise KeyMappingError(f"rope_scaling {config['rope_scaling']} is not supported (LISA's LLaMA has none)")
     fields = {k: config[k] for k in keys if config.get(k) is not None}
     rope_theta = fields.pop("rope_theta", 10000.0)
     vocab = llava["model.language_model.embed_tokens.weight"].shape[0]
@@ -247,30 +317,28 @@ def llava_v1_prompt(text: str, is_sentence: bool, answer: str | None) -> str:
 class LlavaLanguage(nn.Module):
     """The LLaVA side of a real LISA: CLIP (feature layer -2, patch tokens) -> single Linear -> LLaMA."""
 
-    def __init__(self, llava: nn.Module, tokenizer: Any, clip_processor: Any, is_sentence: bool = False):
+    def __init__(self, llava: nn.Module, tokenizer: LisaTokenizer, clip_processor: Any, is_sentence: bool = False):
         super().__init__()
         self.vlm, self.tokenizer, self.clip_processor = llava, tokenizer, clip_processor
         self.is_sentence = is_sentence  # set per batch by the adapter from the sample's metadata
         self.sentence_flags: list[bool] | None = None
-        self.seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        self.seg_id = tokenizer.token_id(SEG_TOKEN)
         self.end_id = tokenizer.eos_token_id
         self.answer_word, self.end_word = "ASSISTANT:", "</s>"
         vision = llava.config.vision_config
         self.image_tokens = (vision.image_size // vision.patch_size) ** 2
-        if self.seg_id is None or self.seg_id == tokenizer.unk_token_id:
-            raise KeyMappingError(f"the checkpoint's tokenizer has no {SEG_TOKEN} token")
 
     @property
     def hidden_size(self) -> int:
         return self.vlm.config.text_config.hidden_size
 
-    def _chunks(self, prompt: str) -> list[int]:
+    def _chunks(self, prompt: str) -> tuple[list[int], list[int]]:
+        """LLaVA's `tokenizer_image_token`: each side of <image> tokenised on its own; when the first starts with
+        BOS, the second loses its first token (its own BOS)."""
         before, after = prompt.split(IMAGE_TOKEN)
-        first = self.tokenizer(before).input_ids  # with BOS, as LLaVA's tokenizer_image_token
-        second = self.tokenizer(after).input_ids
-        if second and second[0] == self.tokenizer.bos_token_id:
-            second = second[1:]
-        return first, second
+        first, second = self.tokenizer.encode(before), self.tokenizer.encode(after)
+        offset = int(bool(first) and first[0] == self.tokenizer.bos_token_id)
+        return first, second[offset:]
 
     def encode(self, images: list[np.ndarray], texts: list[str], with_answer: bool) -> Encoded:
         flags = self.sentence_flags or [self.is_sentence] * len(texts)
@@ -345,14 +413,13 @@ def _fill(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
 
 
 def load_lisa(directory: str | Path, clip: str | Path | None, *, dtype: torch.dtype = torch.float32,
-              sam_decoder_heads: int = 8, config: LisaConfig | None = None) -> Lisa:
+              sam_decoder_heads: int = 8, lora_alpha: float = 16.0, config: LisaConfig | None = None) -> Lisa:
     """A real LISA checkpoint as a `Lisa` (LLaVA side + SAM + text_hidden_fcs), every key checked.
 
     `clip`: the CLIP ViT-L/14 directory (its config, weights unless the checkpoint carries the tower, and image
     processor); LISA's config.json names it in `mm_vision_tower` / `vision_tower`, used when `clip` is None and
-    it is a local directory."""
+    it is a local directory. An unmerged (LoRA) checkpoint is merged with `lora_alpha` (LISA's default 16)."""
     from transformers import (
-        AutoTokenizer,
         CLIPImageProcessorPil,
         CLIPVisionConfig,
         LlavaConfig,
@@ -368,12 +435,17 @@ def load_lisa(directory: str | Path, clip: str | Path | None, *, dtype: torch.dt
         raise FileNotFoundError(f"{directory}: LISA needs the CLIP ViT-L/14 directory (model-arg clip=DIR); "
                                 f"its config names {clip!r}, which is not a local directory")
     clip = Path(clip)
-    parts = split_lisa_state(read_state_dict(directory))
+    tokenizer = LisaTokenizer(directory)  # before the weights: a missing file or package fails at once
+    state, merged_lora = merge_lora(read_state_dict(directory), lora_alpha)
+    parts = split_lisa_state(state)
     if not any(k.startswith("model.vision_tower.") for k in parts["llava"]):  # the merged checkpoint dropped it
         for key, value in clip_tower_state(read_state_dict(clip)).items():
             parts["llava"]["model.vision_tower." + key] = value
     vision = CLIPVisionConfig.from_pretrained(clip)
     text = llama_config_from(record, parts["llava"])
+    if len(tokenizer) != text.vocab_size:
+        raise KeyMappingError(f"{directory}: the tokenizer has {len(tokenizer)} tokens, the embedding "
+                              f"{text.vocab_size} rows (LISA resizes it to its tokenizer)")
     llava_config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-2,
                                vision_feature_select_strategy="default", image_token_id=0)
     try:
@@ -391,11 +463,11 @@ def load_lisa(directory: str | Path, clip: str | Path | None, *, dtype: torch.dt
         torch.set_default_dtype(default_dtype)
     _fill(llava, parts["llava"], f"{directory} (LLaVA)")
     _fill(sam, parts["sam"], f"{directory} (SAM)")
-    tokenizer = AutoTokenizer.from_pretrained(directory)
     processor = CLIPImageProcessorPil.from_pretrained(clip)
     language = LlavaLanguage(llava, tokenizer, processor)
     model = Lisa(language, sam, config or LisaConfig(foundation=str(directory), sam=str(directory),
-                                                     max_new_tokens=32))
+                                                     language_adaptation="merged", max_new_tokens=32))
     fcs = {k.removeprefix("text_hidden_fcs."): v for k, v in parts["fcs"].items()}
     _fill(model.text_hidden_fcs, fcs, f"{directory} (text_hidden_fcs)")
+    model.merged_lora_modules = merged_lora
     return model.to(dtype).eval()

@@ -11,6 +11,9 @@ shifted by one); "token" takes the state at `[SEG]` itself, as the paper's text 
 
 Losses, as LISA's: 1.0 x language-model cross-entropy on the answer + 2.0 x per-pixel BCE + 0.5 x Dice.
 
+Language adaptation, as LISA's `train_ds.py`: LoRA through peft (r 8, alpha 16, dropout 0.05) on the language
+model's q_proj and v_proj, its embeddings and head trained too, the rest of the VLM frozen (`add_lora`).
+
 Two language sides share this module: `QwenLanguage` (the tiny Qwen2.5-VL foundation that GenMask also adapts,
 its word-level processor with `[SEG]` added; the prompt is "<instruction> ans", the word after which the
 foundation was trained to answer, and the answer "[SEG] . eos") and `keymap.LlavaLanguage` (real LISA-7B:
@@ -24,7 +27,7 @@ mask, as Sa2VA's evaluation counts it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,11 @@ from baselines.lisa.sam import bce_loss, dice_loss, encoder_size, postprocess_ma
 SEG_TOKEN = "[SEG]"
 SEG_STATES = ("predict", "token")
 SEG_TOKEN_MODES = ("teacher", "generate")
+# "lora": LISA's (peft LoRA on the language model's q/v projections, its embeddings and head trained, the rest
+# frozen); "full": the whole language model trained; "merged": a real LISA checkpoint, LoRA merged into the weights
+LANGUAGE_ADAPTATIONS = ("lora", "full", "merged")
+LISA_TRAINED = ("embed_tokens", "lm_head")  # train_ds.py's other trained names (+ mask_decoder, text_hidden_fcs)
+LISA_LORA_EXCLUDED = ("visual", "vision_tower", "mm_projector", "text_hidden_fcs")  # train_ds.py's find_linear_layers
 
 
 @dataclass
@@ -53,13 +61,20 @@ class LisaConfig:
     ce_weight: float = 1.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5
-    language_adaptation: str = "full"  # full fine-tuning (LISA's is LoRA on q/v: peft is not installed here)
+    language_adaptation: str = "lora"  # LANGUAGE_ADAPTATIONS; checkpoints before LoRA say "full"
+    lora_r: int = 8  # LISA's train_ds.py defaults
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     max_tokens: int = 128
     max_new_tokens: int = 4
 
     def __post_init__(self) -> None:
         if self.seg_state not in SEG_STATES:
             raise ValueError(f"seg_state must be one of {', '.join(SEG_STATES)}, not {self.seg_state!r}")
+        if self.language_adaptation not in LANGUAGE_ADAPTATIONS:
+            raise ValueError(f"language_adaptation must be one of {', '.join(LANGUAGE_ADAPTATIONS)}, "
+                             f"not {self.language_adaptation!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,13 +158,33 @@ def add_seg_token(vlm: nn.Module, processor: Any) -> int:
     return seg_id
 
 
+def add_lora(vlm: nn.Module, config: LisaConfig) -> list[str]:
+    """LISA's LoRA through peft (`train_ds.py`): adapters (r, alpha, dropout) on the language model's Linear layers
+    whose names hold a target (q_proj, v_proj; not the vision tower or projector); every other weight frozen but
+    the embeddings and the head. Returns the adapted modules' names."""
+    from baselines.lisa.tokenizer import require
+
+    peft = require("peft", "LISA's LoRA (language_adaptation=lora)")
+    names = sorted(name for name, module in vlm.named_modules() if isinstance(module, nn.Linear)
+                   and not any(part in name for part in LISA_LORA_EXCLUDED)
+                   and any(target in name for target in config.lora_targets))
+    vlm.requires_grad_(False)
+    peft.inject_adapter_in_model(peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                                 lora_dropout=config.lora_dropout, target_modules=names, bias="none"),
+                                 vlm)
+    for name, parameter in vlm.named_parameters():
+        if ".lora_" in name or any(part in name for part in LISA_TRAINED):
+            parameter.requires_grad_(True)
+    return names
+
+
 # ------------------------------------------------------------------------------------------ LISA
 class Lisa(RivalModule):
     """Language side + `text_hidden_fcs` + SAM (image encoder frozen, prompt encoder frozen, mask decoder trained).
 
     `forward(images, texts)` -> mask logits (B, H, W) at the images' size (teacher-forced answer);
-    `forward(images, texts, masks)` -> LISA's training losses. The frozen SAM parts are loaded from the pretrained
-    SAM's own directory and not saved with the trained weights (`external_prefixes`)."""
+    `forward(images, texts, masks)` -> LISA's training losses. The frozen parts are loaded from their own
+    directories and not saved with the trained weights (`is_external`)."""
 
     external_prefixes = ("sam.vision_encoder.", "sam.prompt_encoder.", "sam.shared_image_embedding.")
 
@@ -162,9 +197,18 @@ class Lisa(RivalModule):
 
     def freeze(self) -> None:
         """LISA's choice: SAM's image and prompt encoders frozen, its mask decoder and the projection trained; the
-        language model fully fine-tuned here (LISA: LoRA on q/v plus the embeddings and head)."""
+        language model adapted by LoRA (its embeddings and head trained too), or fully fine-tuned ("full")."""
         self.sam.requires_grad_(False)
         self.sam.mask_decoder.requires_grad_(True)
+        if self.config.language_adaptation == "lora":
+            add_lora(self.language.vlm, self.config)
+
+    def is_external(self, key: str) -> bool:
+        """Not saved: the frozen SAM encoders and, under LoRA, the frozen language-model weights (the foundation's)."""
+        if super().is_external(key):
+            return True
+        return (self.config.language_adaptation == "lora" and key.startswith("language.")
+                and ".lora_" not in key and not any(name in key for name in LISA_TRAINED))
 
     @property
     def image_size(self) -> int:

@@ -3,10 +3,13 @@
     python -m bench train --model lisa --out DIR [train.steps=N] [model.seg_state=token]
 
 Foundations: the tiny VLM foundation that GenMask adapts (`model.foundation`) and the tiny SAM pretrained by
-`bench train --model sam-tiny` (`model.sam`), both pinned by digest. Trained: the language model (fully: peft, for
-LISA's LoRA, is not installed), `text_hidden_fcs` and SAM's mask decoder; frozen: SAM's image and prompt encoders.
+`bench train --model sam-tiny` (`model.sam`), both pinned by digest. Trained as LISA trains (`train_ds.py`): LoRA
+through peft (r 8, alpha 16, dropout 0.05) on the language model's q_proj and v_proj, its embeddings and head,
+`text_hidden_fcs` and SAM's mask decoder (`model.language_adaptation=full` trains the whole language model);
+frozen: the rest of the VLM and SAM's image and prompt encoders.
 Loss: 1.0 x answer cross-entropy + 2.0 x BCE + 0.5 x Dice (LISA's). OUT/final: config.json, model.safetensors
-(the trained weights; the frozen SAM parts come from `model.sam`), metrics.json (validation, cost, data stream).
+(the trained weights; the frozen parts come from `model.foundation` and `model.sam`), metrics.json (validation,
+cost, data stream).
 """
 
 from __future__ import annotations

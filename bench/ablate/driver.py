@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.ablate.cells import Cell, cell_command, parse_only
+from bench.ablate.context import context_cell
+from bench.ablate.context import ensure as ensure_context
 from bench.ablate.declare import declare_cells
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
@@ -86,6 +88,10 @@ def run(options: Options) -> int:
             make_cell(cell, out, options, kind)
     if options.only:
         return 0
+    reference = next((cell for cell in cells if cell.variant == ablation.reference), None)
+    context = context_cell(ablation, reference) if reference else None
+    if context is not None and not options.collect:
+        ensure_context(context, out, options.data_root)
     missing = [(cell.name, cell_command(ablation.name, options.budget, cell.name, out, options.cell_flags()))
                for cell in cells if not kind.is_complete(cell.directory(out))]
     paths = kind.assemble(ablation, options.budget, cells, out, command_line(options, out), missing)

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.ablate import report
 from bench.ablate.cells import Cell
+from bench.ablate.context import answer_suites, context_cell, regime_check
 from bench.ablate.seeds import detectable_effect
 from bench.ablate.spec import Ablation, EvalConfig
 from bench.ablate.table import (
@@ -90,7 +91,12 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     verdicts = holm([_verdict(claim, rows, results, chosen_on, ablation.reference, protocol)
                      for claim in ablation.claims])
     checks, passed = control_check(ablation, results, protocol)
-    if not passed:
+    reference_cell = next((cell for cell in cells if cell.variant == ablation.reference), None)
+    regime, in_regime = regime_check(ablation, results.get(ablation.reference, []),
+                                     _context_results(ablation, cells, out, reported), protocol,
+                                     answer_suites(ablation, reference_cell) if reference_cell else [])
+    checks += regime
+    if not (passed and in_regime):
         verdicts = withheld(verdicts)
     files = {
         "table.csv": table_csv(rows, out).encode(),
@@ -121,6 +127,15 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
                                          missing)
     files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
     return report.write_files(out, files)
+
+
+def _context_results(ablation: Ablation, cells: list[Cell], out: Path, reported: set[str]) -> list[CellResult]:
+    """The context baseline's complete cell on the reported splits ([] when missing or not checked)."""
+    reference = next((cell for cell in cells if cell.variant == ablation.reference), None)
+    cell = context_cell(ablation, reference) if reference else None
+    if cell is None or not is_complete(cell.directory(out)):
+        return []
+    return [CellResult.read(cell.variant, cell.seed, cell.directory(out)).only(reported)]
 
 
 def control_check(ablation: Ablation, results: dict[str, list[CellResult]], protocol: Protocol) -> tuple[list[str], bool]:

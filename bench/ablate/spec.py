@@ -31,7 +31,7 @@ from bench.errors import BenchError
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
-TOP_KEYS = ("include", "question", "kind", "reference", "control", "plot_x", "base", "variants", "budgets", "claims")
+TOP_KEYS = ("include", "question", "kind", "reference", "control", "context", "plot_x", "base", "variants", "budgets", "claims")
 BUDGET_KEYS = ("seeds", "variants")  # a budget's own keys, beside overrides of the base configuration
 CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t", "compare")
 
@@ -121,6 +121,8 @@ class Ablation:
     # a variant that trains nothing (the starting checkpoint evaluated): unless the reference beats it, the page
     # says the training loses quality and gives no verdict
     control: str | None = None
+    # a context baseline model (bench.ablate.context): the reference must beat it clearly for any verdict; "" = none
+    context: str = ""
 
     @property
     def config_class(self) -> type:
@@ -243,7 +245,8 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
         raise BenchError(f"{path.name}: control {unknown('variant', control, list(variants))}")
     ablation = Ablation(name=name, path=path, question=data.get("question", ""), kind=kind, reference=reference,
                         base=data.get("base", {}), variants=variants, budgets=budgets, claims=claims,
-                        plot_x=data.get("plot_x"), control=control)
+                        plot_x=data.get("plot_x"), control=control,
+                        context=data.get("context", "every-object" if kind in ("eval", "train") else ""))
     for budget in budgets:  # every variant resolves under every budget: unknown keys fail at load time
         for variant in ablation.variant_names(budget):
             ablation.resolve(variant, budget)
