@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--resume", action="store_true", help="finish the cells a crash left half done")
     ablate.add_argument("--only", metavar="VARIANT[:SEED]", help="make this one cell (or variant) and write no table")
     ablate.add_argument("--collect", action="store_true",
-                        help="make nothing: assemble from the cells on disk and name the missing ones (exit 1)")
+                        help="make no cell: assemble from the cells on disk and name the missing ones (exit 1); "
+                             "only the regime check's context baseline is evaluated when missing (no model)")
     ablate.add_argument("--list-cells", action="store_true", help="print the cells, one VARIANT:SEED a line")
     ablate.add_argument("--vae", help="pca: a diffusers AutoencoderKLWan folder (default: the shipped tiny VAE)")
     ablate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

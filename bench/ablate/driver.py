@@ -90,7 +90,7 @@ def run(options: Options) -> int:
         return 0
     reference = next((cell for cell in cells if cell.variant == ablation.reference), None)
     context = context_cell(ablation, reference) if reference else None
-    if context is not None and not options.collect:
+    if context is not None:  # even with --collect: the regime check's baseline reads annotations, no model
         ensure_context(context, out, options.data_root)
     missing = [(cell.name, cell_command(ablation.name, options.budget, cell.name, out, options.cell_flags()))
                for cell in cells if not kind.is_complete(cell.directory(out))]
