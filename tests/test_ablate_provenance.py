@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.ablate import driver
+from bench.ablate import cells, driver
 from bench.ablate.report import provenance_lines
 from bench.cli import main
 
@@ -24,7 +24,7 @@ def test_a_smoke_run_from_a_checkout_root_leaves_results_untouched(tmp_path, mon
     assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
     made = list((tmp_path / "runs" / "ablations" / "steps" / "runs").iterdir())
     assert len(made) == 1 and (made[0] / "run.json").is_file()
-    record = json.loads((made[0] / driver.PROVENANCE).read_text())
+    record = json.loads((made[0] / cells.PROVENANCE).read_text())
     assert set(record) == {"commit", "dirty", "source_hash"} and len(record["source_hash"]) == 16
 
 
@@ -41,15 +41,15 @@ def test_a_resume_by_other_code_is_recorded_and_the_report_warns(tmp_path, monke
     clean, other = tmp_path / "clean", tmp_path / "other"
     clean.mkdir(), other.mkdir()
     monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("a" * 40, False, "1" * 16))
-    driver.record_provenance(clean)
-    driver.record_provenance(other)
-    driver.record_provenance(clean)  # resumed by the same code: nothing added
-    assert "resumed_by" not in json.loads((clean / driver.PROVENANCE).read_text())
+    cells.record_provenance(clean)
+    cells.record_provenance(other)
+    cells.record_provenance(clean)  # resumed by the same code: nothing added
+    assert "resumed_by" not in json.loads((clean / cells.PROVENANCE).read_text())
     (line,) = provenance_lines([clean])
     assert "dirty tree: 0" in line and "**" not in line
     monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("b" * 40, True, "2" * 16))
-    driver.record_provenance(other)
-    assert json.loads((other / driver.PROVENANCE).read_text())["resumed_by"] == [identity("b" * 40, True, "2" * 16)]
+    cells.record_provenance(other)
+    assert json.loads((other / cells.PROVENANCE).read_text())["resumed_by"] == [identity("b" * 40, True, "2" * 16)]
     old = tmp_path / "old"  # made before provenance.json: its run.json's commit, no source hash
     old.mkdir()
     (old / "run.json").write_text(json.dumps({"git_commit": "c" * 40 + "-dirty"}))

@@ -19,6 +19,7 @@ from bench.ablate.spec import Ablation
 from bench.errors import BenchError
 
 KEY_LENGTH = 10
+PROVENANCE = "provenance.json"  # in each cell directory: the code identity of whoever made (and resumed) it
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,33 @@ def cell_command(ablation: str, budget: str, cell_name: str, out: Path, extra: l
     """The command that makes exactly this cell, recorded in its run.json."""
     return shlex.join(["python", "-m", "bench", "ablate", ablation, "--budget", budget, "--only", cell_name,
                        "--out", Path(out).as_posix(), *extra])
+
+
+def record_provenance(directory: Path) -> None:
+    """Write the cell's provenance.json, or, on a resume by other code, add that code to its `resumed_by`."""
+    from bench.provenance import code_identity
+    from bench.rundir import write_text_atomic
+
+    path = Path(directory) / PROVENANCE
+    identity = code_identity()
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if {k: record.get(k) for k in identity} == identity or identity in record.get("resumed_by", []):
+            return
+        record["resumed_by"] = [*record.get("resumed_by", []), identity]
+    else:
+        record = identity
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_provenance(directory: Path) -> dict[str, Any] | None:
+    """A cell's provenance.json; for cells made before it was recorded, the commit and dirty flag their run.json
+    recorded with no source hash (None when neither exists)."""
+    path = Path(directory) / PROVENANCE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    run = Path(directory) / "run.json"
+    if not run.is_file():
+        return None
+    commit = json.loads(run.read_text(encoding="utf-8")).get("git_commit") or "unknown"
+    return {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"), "source_hash": None}

@@ -10,7 +10,6 @@ says the model has not learned enough for the question and gives no verdict.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from bench.ablate.cells import Cell
 from bench.ablate.spec import Ablation, EvalConfig
@@ -36,21 +35,6 @@ def context_cell(ablation: Ablation, reference: Cell) -> Cell | None:
     evaluation = EvalConfig(model=ablation.context, suites=list(config.suites), splits=config.splits,
                             limit=config.limit, batch_size=config.batch_size, bootstrap=config.bootstrap)
     return Cell(ablation.name, f"context-{ablation.context}", 0, reference.budget, evaluation, reference.data)
-
-
-def ensure(cell: Cell, out: Path, data_root: str | None) -> None:
-    """Evaluate the context baseline unless its cell is complete (cheap: it reads annotations, runs no network)."""
-    import shlex
-
-    from bench.ablate import evaluate
-
-    directory = cell.directory(out)
-    if evaluate.is_complete(directory):
-        return
-    command = shlex.join(["python", "-m", "bench", "ablate", cell.ablation, "--budget", cell.budget, "--out",
-                          Path(out).as_posix()])  # any call that assembles the page makes it
-    directory.mkdir(parents=True, exist_ok=True)
-    evaluate.make(cell, directory, command, data_root, resume=(directory / "run.json").exists())
 
 
 def replicated(result, seeds: list[int]) -> list:

@@ -10,24 +10,19 @@ source hash), and the report says when cells disagree."""
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.ablate.cells import Cell, cell_command, parse_only
+from bench.ablate.cells import Cell, cell_command, parse_only, record_provenance
 from bench.ablate.context import context_cell
-from bench.ablate.context import ensure as ensure_context
 from bench.ablate.declare import declare_cells
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
 
 KIND_MODULES = {"eval": "bench.ablate.evaluate", "train": "bench.ablate.train", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
-PROVENANCE = "provenance.json"  # in each cell directory: the code identity of whoever made (and resumed) it
-
-
 def default_out(name: str) -> Path:
     """runs/ablations/NAME below $BENCH_RUNS or the working directory (git-ignored, like `bench run`'s runs)."""
     return Path(os.environ.get("BENCH_RUNS") or "runs") / "ablations" / name
@@ -91,6 +86,8 @@ def run(options: Options) -> int:
     reference = next((cell for cell in cells if cell.variant == ablation.reference), None)
     context = context_cell(ablation, reference) if reference else None
     if context is not None:  # even with --collect: the regime check's baseline reads annotations, no model
+        from bench.ablate.evaluate import ensure_context
+
         ensure_context(context, out, options.data_root)
     missing = [(cell.name, cell_command(ablation.name, options.budget, cell.name, out, options.cell_flags()))
                for cell in cells if not kind.is_complete(cell.directory(out))]
@@ -130,36 +127,6 @@ def make_cell(cell: Cell, out: Path, options: Options, kind: Any) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     record_provenance(directory)
     kind.make(cell, directory, command, options.data_root, resume=started)
-
-
-def record_provenance(directory: Path) -> None:
-    """Write the cell's provenance.json, or, on a resume by other code, add that code to its `resumed_by`."""
-    from bench.provenance import code_identity
-    from bench.rundir import write_text_atomic
-
-    path = Path(directory) / PROVENANCE
-    identity = code_identity()
-    if path.is_file():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if {k: record.get(k) for k in identity} == identity or identity in record.get("resumed_by", []):
-            return
-        record["resumed_by"] = [*record.get("resumed_by", []), identity]
-    else:
-        record = identity
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
-
-
-def read_provenance(directory: Path) -> dict[str, Any] | None:
-    """A cell's provenance.json; for cells made before it was recorded, the commit and dirty flag their run.json
-    recorded with no source hash (None when neither exists)."""
-    path = Path(directory) / PROVENANCE
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    run = Path(directory) / "run.json"
-    if not run.is_file():
-        return None
-    commit = json.loads(run.read_text(encoding="utf-8")).get("git_commit") or "unknown"
-    return {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"), "source_hash": None}
 
 
 def command_line(options: Options, out: Path) -> str:

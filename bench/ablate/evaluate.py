@@ -225,3 +225,16 @@ def _best_on_val(metric: str, chosen_on: dict[str, list[CellResult]] | None, ref
     means = {variant: sum(getattr(SampleScores.from_records(c.records), metric)(empty) for c in done) / len(done)
              for variant, done in chosen_on.items() if done and variant != reference}
     return max(means, key=means.get) if means else None
+
+
+def ensure_context(cell: Cell, out: Path, data_root: str | None) -> None:
+    """Evaluate the context baseline unless its cell is complete (cheap: it reads annotations, runs no network)."""
+    import shlex
+
+    directory = cell.directory(out)
+    if is_complete(directory):
+        return
+    command = shlex.join(["python", "-m", "bench", "ablate", cell.ablation, "--budget", cell.budget, "--out",
+                          Path(out).as_posix()])  # any call that assembles the page makes it
+    directory.mkdir(parents=True, exist_ok=True)
+    make(cell, directory, command, data_root, resume=(directory / "run.json").exists())

@@ -51,7 +51,7 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
 def provenance_lines(directories: list[Path]) -> list[str]:
     """What code made the complete cells: commits, source hashes, dirty trees, and a warning when they differ or
     are not known."""
-    from bench.ablate.driver import read_provenance
+    from bench.ablate.cells import read_provenance
 
     records = [read_provenance(directory) for directory in directories]
     known = [r for r in records if r is not None]
