@@ -20,13 +20,14 @@ class GenMaskSegModel(SegModel):
     """One-step (or N-step Euler) mask generation; checkpoint defaults to the shipped tiny model; dtype "auto"
     runs the DiT and the encoder in bfloat16 on CUDA and float32 elsewhere; profile=true times each part on
     CUDA (synchronising the device; CPU parts are always timed); readout=linear|pc1 reads the mask from the
-    latent without the VAE decoder (`genmask.readout`, fitted at start-up on `readout_masks` synthetic masks)."""
+    latent without the VAE decoder (`genmask.readout`, fitted at start-up on `readout_masks` synthetic masks);
+    threshold=X replaces the checkpoint's mask_threshold (e.g. one calibrated on val: `genmask.diagnose --calibrate`)."""
 
     name = "genmask"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, steps: int | str = 1,
                  dtype: str = "auto", profile: bool | str = False, readout: str = "vae",
-                 readout_masks: int | str = 512, **options: Any):
+                 readout_masks: int | str = 512, threshold: float | str | None = None, **options: Any):
         super().__init__(checkpoint=checkpoint or str(SHIPPED_CHECKPOINT), device=device, seed=seed, **options)
         self.steps = int(steps)
         if self.steps < 1:
@@ -43,6 +44,8 @@ class GenMaskSegModel(SegModel):
             raise FileNotFoundError(f"genmask: no checkpoint at {directory} (expected config.json and component folders)")
         self.model = GenMask.from_pretrained(directory, device=device, dtype=getattr(torch, dtype)).eval()
         self.model.profile = str(profile).lower() in ("1", "true", "yes")  # per-part CUDA timings (synchronises)
+        if threshold is not None:
+            self.model.config.mask_threshold = float(threshold)
         from genmask.readout import READOUTS, fit_readout
 
         if readout not in READOUTS:
@@ -57,6 +60,7 @@ class GenMaskSegModel(SegModel):
     def config(self) -> dict[str, Any]:
         return super().config() | {"preset": self.model.config.preset, "steps": self.steps, "dtype": self.dtype,
                                    "profile": self.model.profile, "readout": self.readout,
+                                   "mask_threshold": self.model.config.mask_threshold,
                                    **({"readout_masks": self.readout_masks} if self.readout != "vae" else {}),
                                    "image_size": self.model.config.image_size, "shortcut": self.model.config.shortcut,
                                    "cost": self.cost()}

@@ -327,13 +327,13 @@ class GenMask(nn.Module):
                             self.config.inference_shift)
 
     @torch.no_grad()
-    def predict(self, images: list[np.ndarray | Image.Image], texts: list[str], steps: int = 1,
-                seed: int = 0) -> list[np.ndarray]:
-        """Boolean masks at each image's own size for PIL images or uint8 HxWx3 arrays and their instructions."""
+    def predict_scores(self, images: list[np.ndarray | Image.Image], texts: list[str], steps: int = 1,
+                       seed: int = 0) -> tuple[list[np.ndarray], float]:
+        """Per image, the decoded mask score map at the image's own size, and the threshold that binarises it."""
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         if not images:
-            return []
+            return [], self.config.mask_threshold
         images = [as_rgb_array(image) for image in images]
         size = self.config.image_size
         resized = [resize_image(image, size) for image in images]
@@ -352,12 +352,19 @@ class GenMask(nn.Module):
         else:
             with self.timed("readout"):
                 decoded, threshold = self.readout(latents), 0.0
-        masks = []
+        scores = []
         for score, image in zip(decoded, images):
             height, width = image.shape[:2]
             score = F.interpolate(score[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            masks.append((score > threshold).cpu().numpy())
-        return masks
+            scores.append(score.float().cpu().numpy())
+        return scores, threshold
+
+    @torch.no_grad()
+    def predict(self, images: list[np.ndarray | Image.Image], texts: list[str], steps: int = 1,
+                seed: int = 0) -> list[np.ndarray]:
+        """Boolean masks at each image's own size for PIL images or uint8 HxWx3 arrays and their instructions."""
+        scores, threshold = self.predict_scores(images, texts, steps, seed)
+        return [score > threshold for score in scores]
 
 
 @torch.no_grad()

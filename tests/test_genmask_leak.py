@@ -56,3 +56,22 @@ def test_cli_leak_adds_the_table_and_refuses_a_bad_grid(tmp_path, capsys) -> Non
     assert main([*base, "--leak", "--leak-grid", "0.9,x"]) == 2
     assert "--leak-grid" in capsys.readouterr().err
     assert main([*base, "--leak", "--leak-grid", "1.5"]) == 2
+
+
+def test_calibration_scores_every_threshold_as_predict_would_and_the_adapter_applies_the_choice(tmp_path) -> None:
+    from bench.training.validation import ciou, sample_scores
+    from genmask.adapter import GenMaskSegModel
+    from genmask.diagnose import calibrate_threshold
+    from genmask.train import predict_masks, synth_segmentation
+
+    model = micro_model()
+    data = synth_segmentation(7, 5, model.config.image_size)
+    result = calibrate_threshold(model, data, grid=(-0.5, 0.0, 0.3))
+    for row in result["rows"]:
+        model.config.mask_threshold = row["threshold"]
+        assert row["ciou"] == pytest.approx(ciou(sample_scores(predict_masks(model, data.images, data.texts, 1), data.masks)))
+    assert result["best"]["ciou"] == max(row["ciou"] for row in result["rows"])
+    model.config.mask_threshold = 0.0
+    model.save_pretrained(tmp_path / "ckpt")
+    adapter = GenMaskSegModel(checkpoint=str(tmp_path / "ckpt"), threshold="-0.3")
+    assert adapter.model.config.mask_threshold == -0.3 and adapter.config()["mask_threshold"] == -0.3
