@@ -16,7 +16,6 @@ import contextlib
 import gzip
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, BinaryIO
 
 from bench.errors import DataFormatError
 from bench.masks import RLEError, counts_valid, rle_counts
+from bench.safefiles import LINE_LIMIT, atomic_file, bounded_lines, open_binary
 
 GZ = ".gz"
 
@@ -33,8 +33,13 @@ def is_gzipped(path: Path) -> bool:
 
 
 def _open_binary(path: Path) -> BinaryIO:
-    """A predictions file opened for reading bytes, gunzipped when its name ends in .gz."""
-    return gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")  # noqa: SIM115 - the caller closes it
+    """A predictions file opened for reading bytes (a regular file only), gunzipped when its name ends in .gz."""
+    raw = open_binary(path)
+    if not is_gzipped(path):
+        return raw
+    unzipped = gzip.GzipFile(filename=str(path), mode="rb", fileobj=raw)
+    unzipped.myfileobj = raw  # closed with it, as gzip.open does with the file it opens
+    return unzipped
 
 
 class PredictionWriter:
@@ -51,7 +56,8 @@ class PredictionWriter:
                 _convert(path, plain)
             path = plain
         self.path = path
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._file = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="utf-8")  # closed in close()
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, sort_keys=True) + "\n")
@@ -85,7 +91,7 @@ def _iter_lines(path: Path, validate: bool = True) -> Iterator[tuple[int, int, d
     hold U+2028 or U+0085, which str.splitlines would take for line ends."""
     with _open_binary(path) as handle:
         offset = 0
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(bounded_lines(handle, path), start=1):
             if raw.strip():
                 yield number, offset, parse_line(path, number, raw, validate)
             offset += len(raw)
@@ -171,7 +177,7 @@ def read_line(handle: BinaryIO, path: Path, number: int, offset: int) -> dict[st
     """The record on line `number` at byte `offset` of an open predictions file (found by index_predictions),
     its RLE validated."""
     handle.seek(offset)
-    return parse_line(path, number, handle.readline())
+    return parse_line(path, number, handle.readline(LINE_LIMIT))
 
 
 def read_lines(handle: BinaryIO, path: Path, places: list[tuple[int, int] | None]) -> list[dict[str, Any] | None]:
@@ -190,7 +196,7 @@ def read_lines(handle: BinaryIO, path: Path, places: list[tuple[int, int] | None
         number, offset = place
         handle.seek(offset)
         try:
-            records.append(parse_line(path, number, handle.readline(), validate=False))
+            records.append(parse_line(path, number, handle.readline(LINE_LIMIT), validate=False))
         except DataFormatError as exc:  # raised after the RLEs of the lines before it are checked
             malformed = exc
             break
@@ -249,19 +255,9 @@ def write_records(path: Path, records: Iterable[dict[str, Any]],
 
 
 def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
-    """`fill` writes the content (gzipped when `path` ends in .gz) into a temp file renamed to `path` once
-    synced; if it raises, the temp file is removed and `path` is left as it was."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            with _gzip_writer(raw) if is_gzipped(path) else contextlib.nullcontext(raw) as binary:
-                fill(binary)
-            raw.flush()
-            os.fsync(raw.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    """`fill` writes the content (gzipped when `path` ends in .gz) through `bench.safefiles.atomic_file`."""
+    with atomic_file(path) as raw, _gzip_writer(raw) if is_gzipped(path) else contextlib.nullcontext(raw) as binary:
+        fill(binary)
 
 
 def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
@@ -272,8 +268,8 @@ def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
 def _convert(source: Path, target: Path) -> Path:
     """Copy `source` into `target` atomically, gunzipping or gzipping by their names, then remove `source`.
     A kill in between leaves both, identical in content; readers take the plain one first."""
-    with gzip.open(source, "rb") if is_gzipped(source) else open(source, "rb") as reader:
-        _write_atomic(target, lambda writer: shutil.copyfileobj(reader, writer, 1 << 20))
+    with _open_binary(source) as reader:
+        _write_atomic(target, lambda writer: writer.writelines(bounded_lines(reader, source)))
     source.unlink()
     return target
 
@@ -294,11 +290,8 @@ def readable_predictions(path: Path) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="bench-predictions-") as scratch:
         plain = Path(scratch) / path.name[: -len(GZ)]
-        try:
-            with gzip.open(path, "rb") as source, open(plain, "wb") as target:
-                shutil.copyfileobj(source, target, 1 << 20)
-        except (OSError, EOFError) as exc:
-            raise DataFormatError(f"{path}: not a readable gzip file ({exc})") from None
+        with _open_binary(path) as source, open(plain, "xb") as target:
+            target.writelines(bounded_lines(source, path))
         yield plain
 
 

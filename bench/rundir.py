@@ -17,16 +17,17 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import json
 import os
 import re
 import socket
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import safefiles
 from bench.errors import BenchError, DataFormatError
 
 RUN_FILE = "run.json"
@@ -36,6 +37,7 @@ SCHEMA_VERSION = 2
 STATUSES = ("running", "complete", "failed")
 KINDS = ("leaderboard", "ablation", "diagnostic")
 _LEGACY_STATUS = {"finished": "complete"}  # schema 1 wrote "finished"
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # what a suite name in run.json may be
 CHECKOUT = Path(__file__).resolve().parents[1]  # the checkout this harness runs from, when it is one
 
 
@@ -105,6 +107,10 @@ class RunRecord:
         for key, kind in (("model", str), ("suites", list)):
             if not isinstance(data.get(key), kind):
                 raise DataFormatError(f"{source}: '{key}' must be a {kind.__name__}")
+        unsafe = [suite for suite in data["suites"] if not isinstance(suite, str) or not SUITE_NAME.fullmatch(suite)]
+        if unsafe:  # suite names become file names (predictions.<suite>.jsonl): never a path
+            raise DataFormatError(f"{source}: suite names must be plain names (letters, digits, '_.+-'), got "
+                                  f"{unsafe[0]!r}"[:300])
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known and v is not None}
         values["status"] = _LEGACY_STATUS.get(values.get("status", "running"), values.get("status", "running"))
@@ -239,7 +245,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock at once or raise BenchError naming the process that holds it."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(self.path)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -276,8 +282,26 @@ class RunLock:
         self._fd = None
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file opened for writing, never through a link (O_NOFOLLOW) and refused unless a regular file
+    with no other name (a hard link), so locking never truncates a file elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BenchError(f"{path} is a symbolic link; remove it (a lock file is never followed)") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise BenchError(f"{path} is not a plain file of its own (a FIFO, device or hard link); remove it")
+    return fd
+
+
 def _read_fd(fd: int) -> str:
-    return os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+    """The holder a lock file names (its first line, at most 200 bytes of it)."""
+    lines = os.pread(fd, 200, 0).decode("utf-8", errors="replace").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def runs_root() -> Path:
@@ -297,27 +321,16 @@ def now_iso() -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a file; malformed JSON is a DataFormatError naming the file and line."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    """A JSON object from a file of at most SMALL_JSON_LIMIT bytes; anything else is a DataFormatError naming it."""
+    data = safefiles.read_json(path, safefiles.SMALL_JSON_LIMIT)
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: expected a JSON object")
     return data
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename): a crash never leaves a half-written file."""
-    write_text_atomic(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write JSON atomically (`bench.safefiles.atomic_file`): a crash never leaves a half-written file."""
+    safefiles.write_json(path, data, sort_keys=True)
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> None:
-    """Write a file through a temporary sibling and a rename, so readers see the old or the new bytes."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(text.encode("utf-8") if isinstance(text, str) else text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+write_text_atomic = safefiles.write_atomic

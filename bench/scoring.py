@@ -22,7 +22,8 @@ from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
 from bench.predictions import index_predictions, read_lines, readable_predictions, record_line, write_records
 from bench.provenance import git_commit, package_versions
-from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
+from bench.rundir import LOCK_FILE, RunDir, RunLock, RunRecord, default_run_path, now_iso
+from bench.safefiles import refuse_input_as_output
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
@@ -73,6 +74,9 @@ def score_file(
     rundir = RunDir(Path(out) if out else default_run_path("score", predictions.stem, suite_name), suites=[suite_name])
     if rundir.exists() and not overwrite:
         raise BenchError(f"{rundir.path} already holds a run; choose another --out or pass --overwrite to replace it")
+    plain = rundir.path / "predictions.jsonl"
+    refuse_input_as_output(predictions, [rundir.run_file, rundir.metrics(suite_name), plain,
+                                         plain.with_name(plain.name + ".gz"), rundir.path / LOCK_FILE])
     suite = SUITES.get(suite_name)(data_root=data_root, **suite_args)
     if split not in suite.splits:
         raise UnknownSplitError(suite_name, [split], suite.splits)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
+
+from bench.errors import BenchError, DataFormatError
+from bench.safefiles import SMALL_JSON_LIMIT, read_json, write_json
 
 REFERENCE_FILE = "vae.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -33,7 +35,9 @@ def vae_directory(checkpoint: Path) -> Path:
     reference = checkpoint / REFERENCE_FILE
     if (checkpoint / "vae").exists() or not reference.exists():
         return checkpoint / "vae"
-    entry = json.loads(reference.read_text(encoding="utf-8"))
+    entry = read_json(reference, SMALL_JSON_LIMIT)
+    if not (isinstance(entry, dict) and isinstance(entry.get("directory"), str) and isinstance(entry.get("sha256"), str)):
+        raise DataFormatError(f"{reference}: expected an object with the strings 'directory' and 'sha256'")
     target = (checkpoint / entry["directory"]).resolve()
     if not (target / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{reference}: the VAE it references, {target}, has no {WEIGHTS_FILE}")
@@ -50,11 +54,13 @@ def reference_vae(checkpoint: Path, vae_dir: Path) -> Path:
     own = checkpoint / "vae"
     if not (own / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{own}: no {WEIGHTS_FILE} to replace")
+    if own.resolve() == vae_dir.resolve() or own.resolve() in vae_dir.resolve().parents:
+        raise ValueError(f"{vae_dir} is the folder the reference replaces ({own}); reference a copy kept elsewhere")
     digest = weights_sha256(vae_dir)
     if weights_sha256(own) != digest:
         raise ValueError(f"{own} and {vae_dir} hold different weights: a reference would change the model")
     entry = {"directory": os.path.relpath(vae_dir.resolve(), checkpoint.resolve()), "sha256": digest}
-    (checkpoint / REFERENCE_FILE).write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+    write_json(checkpoint / REFERENCE_FILE, entry)
     shutil.rmtree(own)
     return checkpoint / REFERENCE_FILE
 
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(f"wrote {reference_vae(args.checkpoint, args.vae)}")
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError, BenchError) as exc:
         parser.exit(2, f"error: {exc}\n")
     return 0
 

@@ -3,11 +3,10 @@ so that `bench report`, which reads only declared runs, links and checks them li
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.ablate.cells import Cell
-from bench.report.runs import DECLARED_RUNS, read_declared
+from bench.report.runs import DECLARED_RUNS, read_declared, toml_string
 from bench.rundir import RunDir
 
 
@@ -35,8 +34,8 @@ def declare_cells(out: Path, cells: list[Cell], complete) -> list[str]:
         if relative in known:
             continue
         command = RunDir(directory).read().command
-        blocks.append(f"\n[[run]]\ndirectory = {json.dumps(relative)}\nlabel = {json.dumps(cell.variant)}\n"
-                      f"command = {json.dumps(command)}\n")
+        blocks.append(f"\n[[run]]\ndirectory = {toml_string(relative)}\nlabel = {toml_string(cell.variant)}\n"
+                      f"command = {toml_string(command or '')}\n")
         added.append(relative)
     if blocks:
         with open(root / DECLARED_RUNS, "a", encoding="utf-8") as handle:

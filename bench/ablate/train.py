@@ -22,6 +22,7 @@ from bench.ablate import evaluate
 from bench.ablate.cells import Cell
 from bench.ablate.spec import Ablation, TrainedEvalConfig
 from bench.errors import BenchError
+from bench.safefiles import SMALL_JSON_LIMIT, read_json, write_json
 
 TRAINING_FILE = "training.json"
 TRAINING_LOG = "training_log.jsonl"  # the trainer's log, copied into the cell: its learning curve outlives the cache
@@ -65,12 +66,12 @@ def make(cell: Cell, directory: Path, command: str, data_root: str | None, resum
     directory.mkdir(parents=True, exist_ok=True)
     record = {"trainer": config.trainer, "command": config.training_argv(cell.seed),
               "directory": str(training_directory(cell))}
-    _write_json(directory / TRAINING_FILE, record)  # from here on the cell counts as started
+    write_json(directory / TRAINING_FILE, record)  # from here on the cell counts as started
     trained = train(cell)
     keep_log(directory, training_directory(cell))
     metrics_file = trained / "metrics.json"
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.exists() else {}
-    _write_json(directory / TRAINING_FILE, {**record, "metrics": metrics})
+    metrics = read_json(metrics_file, SMALL_JSON_LIMIT) if metrics_file.exists() else {}
+    write_json(directory / TRAINING_FILE, {**record, "metrics": metrics})
     evaluated = Cell(cell.ablation, cell.variant, cell.seed, cell.budget,
                      _with_checkpoint(config, str(trained)), cell.data)
     evaluate.make(evaluated, directory, command, data_root, resume and (directory / "run.json").exists())
@@ -159,7 +160,7 @@ def _training_metrics(directory: Path) -> dict[str, Any]:
     path = Path(directory) / TRAINING_FILE
     if not (is_complete(directory) and path.exists()):
         return {}
-    return json.loads(path.read_text(encoding="utf-8")).get("metrics", {})
+    return read_json(path, SMALL_JSON_LIMIT).get("metrics", {})
 
 
 def timestep_plot(rows: list, densities: dict[str, dict[str, Any]]) -> bytes:
@@ -240,8 +241,3 @@ def _with_checkpoint(config: TrainedEvalConfig, checkpoint: str) -> TrainedEvalC
 
     return dataclasses.replace(config, checkpoint=checkpoint)
 
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)

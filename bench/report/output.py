@@ -1,31 +1,36 @@
 """Writes the report's files atomically, then deletes only what an earlier build wrote and this one did not.
 
 The manifest `<results>/.report-manifest.json` lists every file a build wrote (sorted, paths relative to the
-results directory): {"about": "...", "files": [...], "schema": 1}. A file not in the previous manifest is
-never deleted (a user's own plots/my_figure.png stays), nor one reached through a symbolic link.
+results directory) with the SHA-256 of the bytes written: {"about": "...", "files": [...], "schema": 2,
+"sha256": {path: digest}}. A file is deleted only when the previous manifest lists it, its bytes are still the
+ones recorded there (so a manifest naming a user's file deletes nothing) and it is reached without a symbolic
+link; a manifest without digests deletes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path, PurePosixPath
 
 from bench.errors import DataFormatError
 from bench.rundir import read_json, write_text_atomic
+from bench.safefiles import read_limited
 
 MANIFEST = ".report-manifest.json"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2
 GENERATED_SUFFIXES = (".md", ".csv", ".png")  # what a build writes; nothing else is ever deleted
+GENERATED_LIMIT = 1 << 28  # bytes: no file a build writes is larger
 
 
 def write_outputs(results_dir: Path, outputs: dict[str, bytes]) -> None:
     """Writes every output (unchanged files are left alone), prunes stale ones, then records the manifest."""
-    previous = read_manifest(results_dir)
+    previous = _manifest_digests(results_dir)
     for relative in sorted(outputs):
         _write(results_dir / relative, outputs[relative])
-    for relative in sorted(previous - set(outputs)):
-        _delete_generated(results_dir, relative)
+    for relative in sorted(set(previous) - set(outputs)):
+        _delete_generated(results_dir, relative, previous[relative])
     _write(results_dir / MANIFEST, manifest_bytes(outputs))
 
 
@@ -35,6 +40,7 @@ def manifest_bytes(outputs: dict[str, bytes]) -> bytes:
         "those it no longer writes, and nothing else.",
         "files": sorted(outputs),
         "schema": MANIFEST_SCHEMA,
+        "sha256": {name: _sha256(data) for name, data in sorted(outputs.items())},
     }
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -55,6 +61,31 @@ def read_manifest(results_dir: Path) -> set[str]:
     return {entry for entry in files if isinstance(entry, str)}
 
 
+def _manifest_digests(results_dir: Path) -> dict[str, str]:
+    """path -> SHA-256 of the files the previous build wrote; none for a manifest without digests."""
+    path = results_dir / MANIFEST
+    listed = read_manifest(results_dir)
+    try:
+        digests = read_json(path).get("sha256") if listed else None
+    except DataFormatError:
+        digests = None
+    if not isinstance(digests, dict):
+        return {}
+    return {name: digest for name, digest in digests.items() if name in listed and isinstance(digest, str)}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """Whether the file's bytes have SHA-256 `digest` (a file too large for a report never has)."""
+    try:
+        return _sha256(read_limited(path, GENERATED_LIMIT)) == digest
+    except DataFormatError:
+        return False
+
+
 def _write(path: Path, data: bytes) -> None:
     if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
         return  # same bytes: keep the file (and its modification time)
@@ -62,9 +93,9 @@ def _write(path: Path, data: bytes) -> None:
     write_text_atomic(path, data)
 
 
-def _delete_generated(results_dir: Path, relative: str) -> None:
-    """Deletes results_dir/relative if it is a regular file reached without any symbolic link, then its
-    emptied folders up to results_dir."""
+def _delete_generated(results_dir: Path, relative: str, digest: str) -> None:
+    """Deletes results_dir/relative if it is a regular file reached without any symbolic link whose bytes have
+    SHA-256 `digest` (those the build wrote), then its emptied folders up to results_dir."""
     parts = PurePosixPath(relative).parts
     if (
         not parts
@@ -79,7 +110,7 @@ def _delete_generated(results_dir: Path, relative: str) -> None:
         path = path / part
         if path.is_symlink():
             return
-    if not path.is_file():
+    if not path.is_file() or not _holds(path, digest):
         return
     path.unlink()
     folder = path.parent

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bench.errors import DataFormatError
+from bench.errors import BenchError, DataFormatError
 from bench.predictions import iter_records
 from bench.rundir import RUN_FILE, RunDir, RunRecord
+from bench.safefiles import read_text
 
 DECLARED_RUNS = "runs.toml"  # the runs a results directory's report is built from, each with its command
 
@@ -86,15 +87,38 @@ class DeclaredRun:
                                   f"not {self.label!r}")
 
 
+def parse_toml(text: str, source: Path | str) -> dict[str, Any]:
+    """A TOML document; malformed or too deeply nested TOML is a DataFormatError naming `source`."""
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise DataFormatError(f"{source}: not valid TOML ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def toml_string(value: str) -> str:
+    """`value` as a TOML basic string in ASCII (escaping every other character); a lone surrogate, which no
+    TOML string can hold, is a BenchError."""
+    out = []
+    for char in value:
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            raise BenchError(f"{value!r} holds a character that is not Unicode text (a lone surrogate); "
+                             "it cannot be recorded in runs.toml")
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
 def read_declared(results_dir: Path) -> list[DeclaredRun] | None:
     """The [[run]] entries of results_dir/runs.toml, or None when there is no such file."""
     path = Path(results_dir) / DECLARED_RUNS
     if not path.is_file():
         return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise DataFormatError(f"{path}: not valid TOML ({exc})") from None
+    data = parse_toml(read_text(path), path)
     entries = data.get("run", [])
     declared = []
     for index, entry in enumerate(entries if isinstance(entries, list) else [None]):

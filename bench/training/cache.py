@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.safefiles import atomic_file, write_json
+
 
 def cache_root() -> Path:
     """$BENCH_CACHE, else $GENMASK_CACHE (its older name, still honoured), else ~/.cache/genmask-bench."""
@@ -43,9 +45,8 @@ def cached_arrays(names: list[str], key: dict[str, Any], build: Callable[[], dic
         return {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in names}
     arrays = build()
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "key.json").write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    write_json(directory / "key.json", record, sort_keys=True)
     for name in names:
-        with open(directory / f"{name}.npy.tmp", "wb") as handle:
+        with atomic_file(directory / f"{name}.npy") as handle:
             np.save(handle, arrays[name], allow_pickle=False)
-        os.replace(directory / f"{name}.npy.tmp", directory / f"{name}.npy")
     return {name: arrays[name] for name in names}

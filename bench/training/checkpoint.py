@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from bench.safefiles import atomic_path
 from bench.training.ema import EMA
 from bench.training.schedule import LRSchedule
 
@@ -21,8 +22,8 @@ MODEL, EMA_FILE, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "opt
 
 class Checkpoint:
     """OUT/checkpoint: model.safetensors, ema.safetensors (when averaging), optimizer.pt and state.json (step,
-    wall seconds, learning-rate schedule and whatever the trainer adds). Every file is written under a temporary
-    name and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
+    wall seconds, learning-rate schedule and whatever the trainer adds). Every file is written under a unique
+    temporary name (`bench.safefiles.atomic_path`) and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
 
     def __init__(self, out: str | Path):
         self.directory = Path(out) / "checkpoint"
@@ -34,13 +35,16 @@ class Checkpoint:
              schedule: LRSchedule, ema: EMA | None = None, **extra: Any) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         state = {"step": step, "wall_seconds": wall_seconds, "schedule": schedule.to_dict(), **extra}
-        save_model(module, str(self.directory / f"{MODEL}.tmp"))
-        if ema is not None:
-            save_file(ema.state_dict(), self.directory / f"{EMA_FILE}.tmp")
-        torch.save(optimizer.state_dict(), self.directory / f"{OPTIMIZER}.tmp")
-        (self.directory / f"{STATE}.tmp").write_text(json.dumps(state, indent=2), encoding="utf-8")
-        for name in (MODEL, *([EMA_FILE] if ema is not None else []), OPTIMIZER, STATE):
-            os.replace(self.directory / f"{name}.tmp", self.directory / name)
+        with contextlib.ExitStack() as files:  # renamed in reverse order on leaving: state.json last
+            state_file, optimizer_file = (files.enter_context(atomic_path(self.directory / name))
+                                          for name in (STATE, OPTIMIZER))
+            ema_file = files.enter_context(atomic_path(self.directory / EMA_FILE)) if ema is not None else None
+            model_file = files.enter_context(atomic_path(self.directory / MODEL))
+            save_model(module, str(model_file))
+            if ema_file is not None:
+                save_file(ema.state_dict(), ema_file)
+            torch.save(optimizer.state_dict(), optimizer_file)
+            state_file.write_text(json.dumps(state, indent=2), encoding="utf-8")
         if ema is None:
             (self.directory / EMA_FILE).unlink(missing_ok=True)  # a stale average must not be resumed later
 
