@@ -131,3 +131,20 @@ def test_the_report_gives_random_objects_exact_expectation(tmp_path):
     predictions.write_text(re.sub(r'"intersection": \d+', '"intersection": 999', predictions.read_text()))
     build_report(results)
     assert "not computed (the data found here are not those" in (results / "REPORT.md").read_text(encoding="utf-8")
+
+
+def test_synthreason_objects_are_every_shape_of_its_generated_scene():
+    from bench.suites import SUITES
+    from bench.synth.build import synthreason_item
+
+    suite = SUITES.get("synthreason")(progress=False)
+    assert not suite.objects_are_target
+    config = suite.synth_config
+    for sample in suite.samples("test")[:5]:
+        index = int(sample.sample_id.removeprefix("image_")) - config.reason_images["train"] - config.reason_images["val"]
+        scene = synthreason_item(config, "test", index).scene
+        objects = sample.load_objects()
+        assert len(objects) == len(scene.objects) >= 2
+        target = sample.load_target() == 1
+        overlaps = [np.logical_and(o, target).sum() / np.logical_or(o, target).sum() for o in objects]
+        assert max(overlaps) > 0.9 and sorted(overlaps)[-2] < 0.5  # the target is one of them, the rest are others

@@ -7,8 +7,11 @@ config (a SynthConfig). The data are generated on first use (see ensure_synth).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench.suites.base import SUITES
 from bench.suites.reasonseg import ReasonSegSuite
@@ -25,6 +28,7 @@ from bench.synth.build import (
     fingerprint,
     reason_expected_counts,
     refer_expected_counts,
+    synthreason_item,
 )
 
 SYNTH_OPTIONS = ("cache_dir", "config", "progress")
@@ -90,6 +94,9 @@ class SynthReasonSuite(SynthCache, ReasonSegSuite):
     splits = REASON_SPLITS
     synthetic = True
     expected_counts = reason_expected_counts(SynthConfig())
+    # the JSON annotates the target alone (as ReasonSeg does); the generator knows every shape of the scene
+    objects_rule = "every shape of the generated scene (the generator's own objects; the JSON annotates only the target)"
+    objects_are_target = False
 
     def __init__(self, data_root: Path | None = None, **options: Any):
         loader_options = self._take_synth_options(options)
@@ -99,6 +106,19 @@ class SynthReasonSuite(SynthCache, ReasonSegSuite):
 
     def split_dir(self, split: str) -> Path:
         return self.synth_root() / "reason_seg" / REASON_DIRECTORY / split
+
+    def _samples_of(self, annotation: Any, directory: Path, split: str) -> list:
+        """ReasonSeg's samples, whose objects are every shape of the scene the generator made for the file."""
+        folder = directory.name  # train / val / test, also for the test-short / test-long views
+        offset = sum(self.synth_config.reason_images[s] for s in REASON_SPLITS[: REASON_SPLITS.index(folder)])
+        index = int(annotation.stem.removeprefix("image_")) - offset
+        config = self.synth_config
+
+        def load_objects() -> list[np.ndarray]:
+            return [obj.mask for obj in synthreason_item(config, folder, index).scene.objects]
+
+        return [dataclasses.replace(sample, load_objects=load_objects)
+                for sample in super()._samples_of(annotation, directory, split)]
 
     def protocol(self) -> dict[str, Any]:
         return {**super().protocol(), **self.synth_protocol()}
