@@ -203,8 +203,6 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
         protocol=_protocol(args), progress=not args.no_progress, label=args.label, kind=args.kind,
         group=args.group, workers=args.workers,
     )
-    if spec.batch_size < 1 or (spec.limit is not None and spec.limit < 1) or spec.workers < 0:
-        raise BenchError("--batch-size and --limit must be positive, --workers at least 0")
     runner = Runner(spec, command=command)
     try:
         results = runner.run()

@@ -38,3 +38,16 @@ class UnknownSplitError(BenchError):
 
 class SampleError(Exception):
     """One sample cannot be evaluated (corrupt image, bad model output); the run records it and goes on."""
+
+
+def check_run_sizes(limit: object, batch_size: object, workers: object = 0) -> None:
+    """BenchError unless limit is None or a positive integer, batch_size a positive and workers a non-negative one."""
+    def integer(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not (limit is None or (integer(limit) and limit > 0)):
+        raise BenchError(f"limit must be a positive integer (or none), got {limit!r}")
+    if not (integer(batch_size) and batch_size > 0):
+        raise BenchError(f"batch size must be a positive integer, got {batch_size!r}")
+    if not (integer(workers) and workers >= 0):
+        raise BenchError(f"workers must be an integer of at least 0, got {workers!r}")

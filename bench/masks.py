@@ -22,6 +22,8 @@ warnings.filterwarnings("ignore", message="__array__ implementation", category=D
 # reliably; its runs are 32-bit unsigned
 _MAX_CHARS_PER_COUNT = 6
 _MAX_RUN = (1 << 32) - 1
+POLYGON_REACH = 4  # polygon coordinates lie within this many image sizes of the image
+POLYGON_OUTLINE = 256  # a polygon outline is at most this many times the image's height + width
 
 
 class RLEError(ValueError):
@@ -242,7 +244,30 @@ def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dic
     polygons = [p for p in polygons if len(p) >= 6]
     if not polygons:
         return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+    check_polygons(polygons, height, width)
     return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+
+
+def check_polygons(polygons: list[Any], height: int, width: int) -> None:
+    """RLEError unless every polygon is a flat list of an even number of finite numbers within POLYGON_REACH
+    image sizes of the image, and their outline (which pycocotools rasterises point by point, and on which it
+    crashes for NaN or huge values) is at most POLYGON_OUTLINE times the image's height + width."""
+    reach = POLYGON_REACH * max(height, width, 1)
+    outline = 0.0
+    for number, polygon in enumerate(polygons, start=1):
+        try:
+            points = np.asarray(polygon, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise RLEError(f"polygon {number} holds something other than numbers") from None
+        if points.ndim != 1 or points.size % 2:
+            raise RLEError(f"polygon {number} is not a flat list of x, y pairs")
+        if not np.isfinite(points).all() or np.abs(points).max() > reach:
+            raise RLEError(f"polygon {number} has a coordinate that is not finite or lies over {reach} pixels "
+                           "from the image")
+        xy = points.reshape(-1, 2)
+        outline += float(np.abs(np.diff(xy, axis=0, append=xy[:1])).sum())
+    if outline > POLYGON_OUTLINE * (height + width):
+        raise RLEError(f"polygon outline of {outline:.0f} pixels, over {POLYGON_OUTLINE} x (height + width)")
 
 
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:

@@ -172,6 +172,10 @@ class RunDir:
         ranks = sorted(self.path.glob(f"{stem}.rank*.jsonl"))
         return ([main] if main.exists() else []) + ranks
 
+    def prediction_files_anywhere(self) -> list[Path]:
+        """Every predictions file in the directory, of any suite or rank, plain or gzipped."""
+        return sorted(self.path.glob("predictions*.jsonl")) + sorted(self.path.glob("predictions*.jsonl.gz"))
+
     def read(self) -> RunRecord:
         return RunRecord.from_dict(read_json(self.run_file), source=str(self.run_file))
 

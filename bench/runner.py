@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.distributed import ProcessInfo, gather, init_processes, local_device
-from bench.errors import BenchError, SampleError, UnknownSplitError
+from bench.errors import BenchError, SampleError, UnknownSplitError, check_run_sizes
 from bench.loading import LoadedSample, iter_loaded
 from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
@@ -64,6 +64,9 @@ class RunSpec:
     kind: str = "leaderboard"  # leaderboard entry, ablation variant or diagnostic (see bench.rundir)
     group: str | None = None  # e.g. the ablation a variant belongs to
     workers: int = 1  # processes reading images and targets ahead of the model (0: read in this process)
+
+    def __post_init__(self) -> None:
+        check_run_sizes(self.limit, self.batch_size, self.workers)
 
     def record(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -149,9 +152,12 @@ class Runner:
     def _check_out_dir(self, rundir: RunDir) -> None:
         if rundir.exists() and not self.spec.resume:
             raise BenchError(f"{rundir.path} already holds a run; pass --resume to finish it or choose another --out")
+        if not self.spec.resume and rundir.prediction_files_anywhere():
+            raise BenchError(f"{rundir.path} holds predictions but no {rundir.run_file.name}: they are not this run's; "
+                             "choose another --out or remove them")
         if self.spec.resume and rundir.exists():
             self._check_resumable(rundir)
-        elif self.spec.resume and any(rundir.path.glob("predictions*.jsonl")):
+        elif self.spec.resume and rundir.prediction_files_anywhere():
             raise BenchError(f"{rundir.path} has predictions but no run.json: cannot tell what it was run with")
         elif self.spec.resume:
             raise BenchError(f"--resume: {rundir.path} holds no run (no {rundir.run_file.name}); "

@@ -151,13 +151,13 @@ def test_a_manifest_naming_a_users_file_deletes_nothing(tmp_path: Path):
 
 @pytest.mark.parametrize("value", ["runs/\U0001F600/cell", 'a"b\\c\td\x7f', "plain", "é ü"])
 def test_toml_strings_round_trip_every_character(value: str):
-    from bench.report.runs import toml_string
+    from bench.tomlwrite import toml_string
     assert tomllib.loads(f"k = {toml_string(value)}")["k"] == value
     assert toml_string(value).isascii()
 
 
 def test_a_lone_surrogate_is_refused_not_written_into_runs_toml():
-    from bench.report.runs import toml_string
+    from bench.tomlwrite import toml_string
     with pytest.raises(BenchError, match="surrogate"):
         toml_string("runs/\udcff/cell")
 

@@ -21,6 +21,7 @@ from bench.ablate.context import context_cell
 from bench.ablate.declare import declare_cells
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
+from bench.tomlwrite import toml_value
 
 KIND_MODULES = {"eval": "bench.ablate.evaluate", "train": "bench.ablate.train", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
 def default_out(name: str) -> Path:
@@ -59,7 +60,7 @@ class Options:
                  *(["--suite", *self.suites] if self.suites else []),
                  *(["--vae", self.vae] if self.vae else [])]
         for key, value in sorted(self.overrides.items()):
-            flags += ["--set", f"{key}={value}"]
+            flags += ["--set", f"{key}={toml_value(value)}"]
         return flags
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, check_run_sizes
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
@@ -49,6 +49,9 @@ class EvalConfig:
     batch_size: int = 8
     device: str = "cpu"
     bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        check_run_sizes(self.limit, self.batch_size)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bench.errors import BenchError, DataFormatError
+from bench.errors import DataFormatError
 from bench.predictions import iter_records
 from bench.rundir import RUN_FILE, RunDir, RunRecord
 from bench.safefiles import read_text
@@ -93,24 +93,6 @@ def parse_toml(text: str, source: Path | str) -> dict[str, Any]:
         return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise DataFormatError(f"{source}: not valid TOML ({type(exc).__name__}: {str(exc)[:200]})") from None
-
-
-def toml_string(value: str) -> str:
-    """`value` as a TOML basic string in ASCII (escaping every other character); a lone surrogate, which no
-    TOML string can hold, is a BenchError."""
-    out = []
-    for char in value:
-        code = ord(char)
-        if 0xD800 <= code <= 0xDFFF:
-            raise BenchError(f"{value!r} holds a character that is not Unicode text (a lone surrogate); "
-                             "it cannot be recorded in runs.toml")
-        if char in '"\\':
-            out.append("\\" + char)
-        elif 0x20 <= code < 0x7F:
-            out.append(char)
-        else:
-            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return '"' + "".join(out) + '"'
 
 
 def read_declared(results_dir: Path) -> list[DeclaredRun] | None:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
+from bench.safefiles import JSON_LIMIT, read_limited
 from bench.suites.base import IGNORE, SUITES, Sample, Suite, oriented_size
 from bench.suites.refer import expected_layout, hash_files, resolve_data_root
 
@@ -131,10 +132,15 @@ class ReasonSegSuite(Suite):
     def _load_split(self, split: str) -> list[Sample]:
         directory = self.split_dir(split)
         wanted = LONG_SENTENCE_FILTER.get(split)
-        samples = []
+        samples, files = [], {}
         for annotation in self._read_directory(directory, SPLIT_DIRECTORIES[split]):
             if wanted is None or annotation.is_sentence == wanted:
-                samples.extend(self._samples_of(annotation, directory, split))
+                for sample in self._samples_of(annotation, directory, split):
+                    if sample.sample_id in files:  # e.g. a file "a:1.json" beside a's second text (texts=all)
+                        raise DataFormatError(f"{directory}: sample id {sample.sample_id!r} of {annotation.stem}.json "
+                                              f"is also one of {files[sample.sample_id]}.json; rename one of them")
+                    files[sample.sample_id] = annotation.stem
+                    samples.append(sample)
         return samples
 
     def _read_directory(self, directory: Path, count_key: str) -> list[_Annotation]:
@@ -214,7 +220,7 @@ def _image_size(image_path: Path) -> tuple[int, int]:
 def _read_annotation(path: Path) -> _Annotation:
     """Parse one ReasonSeg JSON file (UTF-8, else cp1252); DataFormatError naming the file and line."""
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, JSON_LIMIT)
     except OSError as exc:  # e.g. a symbolic link loop
         raise DataFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
@@ -228,6 +234,8 @@ def _read_annotation(path: Path) -> _Annotation:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
+        raise DataFormatError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     return _validate_annotation(data, path)
 
 

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from bench.errors import BenchError, DataFormatError, DataNotFoundError, SampleError
 from bench.masks import counts_valid, segmentation_to_rle
 from bench.safe_pickle import load_refs_pickle
+from bench.safefiles import JSON_LIMIT, open_binary, read_text
 from bench.suites.base import SUITES, Sample, Suite
 from bench.suites.writers import instances_path, refs_path
 
@@ -57,7 +58,7 @@ def hash_files(paths: list[Path]) -> str:
     for path in paths:
         digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0")
         try:
-            with open(path, "rb") as f:
+            with open_binary(path) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
         except OSError as exc:  # e.g. a symbolic link loop
@@ -349,11 +350,11 @@ class ReferSuite(Suite):
 def _read_instances(path: Path) -> dict[str, Any]:
     """Read a COCO instances.json; DataFormatError naming the file (and line/column) if malformed."""
     try:
-        instances = json.loads(path.read_text(encoding="utf-8"), object_hook=_packing_segmentations)
+        instances = json.loads(read_text(path, JSON_LIMIT), object_hook=_packing_segmentations)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
+        raise DataFormatError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(instances, dict) or any(
         not isinstance(instances.get(k), list) or not all(isinstance(x, dict) and "id" in x for x in instances[k])
         for k in ("images", "annotations")

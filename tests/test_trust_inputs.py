@@ -1,0 +1,112 @@
+"""Issue 21, wrong numbers and crashes from hostile input: foreign predictions, bad sizes, colliding ids, polygons."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_hostile import SQUARE, write_refer
+
+from bench.cli import main
+from bench.errors import BenchError, DataFormatError
+from bench.suites.writers import write_reasonseg_sample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(root: Path, out: Path, *extra: str) -> int:
+    return main(["run", "--suite", "refcoco", "--split", "val", "--model", "oracle", "--data-root", str(root), "--out",
+                 str(out), "--no-progress", "--bootstrap", "0", "--workers", "0", *extra])
+
+
+@pytest.mark.parametrize("name", ["predictions.jsonl", "predictions.jsonl.gz"])
+def test_bench_run_refuses_foreign_predictions_in_its_out_dir(tmp_path: Path, capsys, name: str):
+    root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"")  # predictions someone left, with no run.json saying what made them
+    assert _run(root, out) == 2
+    assert "no run.json" in capsys.readouterr().err and not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("value", ["limit=-1", "limit=0", "batch_size=0", 'limit="abc"', "batch_size=1.5"])
+def test_ablate_refuses_the_sizes_bench_run_refuses(capsys, value: str):
+    assert main(["ablate", "steps", "--set", value, "--list-cells"]) == 2
+    assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_the_recorded_set_flags_make_the_same_cell(monkeypatch):
+    import shlex
+
+    from bench.ablate import driver
+
+    overrides = {"model_args": {"profile": "false", "steps": 4}, "checkpoint": "007", "limit": 3,
+                 "splits": ["val", "test A"], "device": "cpu"}
+    seen = []
+    monkeypatch.setattr(driver, "run", lambda options: seen.append(options) or 0)
+    flags = driver.Options(name="steps", budget="smoke", overrides=overrides).cell_flags()
+    printed = shlex.split(shlex.join(flags))  # as the recorded command is pasted into a shell
+    assert main(["ablate", "steps", *printed]) == 0
+    assert seen[0].overrides == overrides
+
+
+def test_reasonseg_ids_that_collide_are_refused_before_anything_runs(tmp_path: Path):
+    from bench.suites import SUITES
+
+    split_dir = tmp_path / "reason_seg" / "ReasonSeg" / "val"
+    shapes = [{"label": "target", "points": [[4, 4], [20, 4], [20, 20]]}]
+    for stem, texts in (("image_1000", ["first", "second"]), ("image_1000:1", ["other"])):
+        write_reasonseg_sample(split_dir, stem, np.zeros((32, 32, 3), np.uint8), texts, False, shapes,
+                               image_ext=".png")
+    suite = SUITES.get("reasonseg")(data_root=tmp_path, texts="all")
+    with pytest.raises(DataFormatError, match="image_1000:1"):
+        list(suite.iter_samples("val"))
+
+
+@pytest.mark.parametrize("coordinate", ["NaN", "1e300", "1e8", "-1e8"])
+def test_a_polygon_with_absurd_coordinates_fails_its_sample(tmp_path: Path, coordinate: str):
+    hostile = [[4.0, 4.0, 20.0, 4.0, 20.0, 20.0, 4.0, 20.0]]
+    root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64},
+                                           {"id": 2, "height": 64, "width": 64}], [SQUARE, hostile])
+    instances = next(root.rglob("instances.json"))
+    instances.write_text(instances.read_text().replace("20.0, 4.0, 20.0, 20.0, 4.0, 20.0",
+                                                       f"{coordinate}, 4.0, 20.0, 20.0, 4.0, 20.0"))
+    code = ("import sys; from bench.cli import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "out"
+    made = subprocess.run([sys.executable, "-c", code, "run", "--suite", "refcoco", "--split", "val", "--model",
+                           "oracle", "--data-root", str(root), "--out", str(out), "--no-progress", "--bootstrap", "0",
+                           "--workers", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    records = {r["sample_id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert [r["status"] for r in records.values()].count("failed") == 1
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_a_polygon_of_huge_outline_is_refused_under_a_small_memory_limit():
+    script = textwrap.dedent("""
+        import resource
+        from bench.masks import RLEError, polygons_to_rle
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + (300 << 20), hard))
+        try:
+            polygons_to_rle([[0.0, 0.0, 1e7, 0.0, 1e7, 1e7, 0.0, 1e7]], 64, 64)
+        except RLEError as exc:
+            print("refused:", exc)
+    """)
+    made = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert made.returncode == 0 and "refused" in made.stdout, (made.returncode, made.stderr[-1000:])
+
+
+def test_bench_errors_check_run_sizes():
+    from bench.errors import check_run_sizes
+
+    check_run_sizes(None, 1, 0)
+    for limit, batch, workers in ((True, 1, 0), (1, 0, 0), (1, 1, -1), ("3", 1, 0)):
+        with pytest.raises(BenchError):
+            check_run_sizes(limit, batch, workers)
