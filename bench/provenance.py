@@ -15,12 +15,13 @@ PACKAGES = ("genmask-bench", "numpy", "torch", "diffusers", "transformers", "acc
 
 
 def git_commit() -> str:
-    """HEAD of the checkout the harness runs from, suffixed `-dirty` when files differ from it."""
+    """HEAD of the checkout the harness runs from, suffixed `-dirty` when its code (the project's packages and
+    pyproject.toml) differs from it; results and other data being rewritten do not count."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PACKAGES,
+                                "pyproject.toml"], cwd=root, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -72,3 +72,25 @@ def test_the_source_hash_changes_with_a_source_file(tmp_path, monkeypatch) -> No
     provenance.source_hash.cache_clear()
     assert provenance.source_hash() != first
     provenance.source_hash.cache_clear()
+
+
+def test_a_rewritten_result_does_not_make_the_code_dirty_but_a_changed_module_does(tmp_path, monkeypatch) -> None:
+    import shutil
+    import subprocess
+
+    from bench import provenance
+
+    root = tmp_path / "checkout"
+    (root / "bench").mkdir(parents=True)
+    shutil.copy(provenance.__file__, root / "bench" / "provenance.py")
+    (root / "results").mkdir()
+    (root / "results" / "r.txt").write_text("one\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "."], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=root, check=True)
+    monkeypatch.setattr(provenance, "__file__", str(root / "bench" / "provenance.py"))
+    (root / "results" / "r.txt").unlink()
+    assert not provenance.git_commit().endswith("-dirty")
+    (root / "bench" / "provenance.py").write_text("# changed\n")
+    assert provenance.git_commit().endswith("-dirty")
