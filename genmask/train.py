@@ -359,9 +359,10 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
         model.instruction_encoder.requires_grad_(False)
     accelerator = make_accelerator()
     main = accelerator.is_main_process
+    untrained = train.steps == 0  # a no-training control: the starting weights evaluated and saved, no data encoded
     with accelerator.main_process_first():  # the main process fills the latent cache, the others read it
-        seg = load_grouped_data(model) if train.seg_fraction > 0 else None
-        captions = load_caption_data(model) if train.seg_fraction < 1 else None
+        seg = load_grouped_data(model) if train.seg_fraction > 0 and not untrained else None
+        captions = load_caption_data(model) if train.seg_fraction < 1 and not untrained else None
     val = validation_data(config) if main and train.seg_fraction > 0 else None  # t2i alone: see genmask.generate
     trainable = [p for p in model.parameters() if p.requires_grad]
     run = begin_training(out, model, trainable, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
@@ -379,8 +380,9 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
                     schedule=run.schedule, ema=run.ema, checkpoint=run.checkpoint,
                     log=JsonlLog(out / "log.jsonl", main), stage="dit", train=train, start=start,
                     wall_before=run.wall_before)
-    flops_per_step = step_flops(loss_module, make_batch(model, seg, captions, start, accelerator.process_index,
-                                                        accelerator.num_processes), accelerator.device)
+    flops_per_step = 0 if untrained else step_flops(
+        loss_module, make_batch(model, seg, captions, start, accelerator.process_index, accelerator.num_processes),
+        accelerator.device)
     for step in loop.steps():
         batch = make_batch(model, seg, captions, step, accelerator.process_index, accelerator.num_processes)
         loop.learning_rate(step)

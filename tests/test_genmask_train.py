@@ -160,3 +160,19 @@ def test_text_to_image_foundation_renders_and_is_adapted(vae_dir: str, tmp_path)
     torch.testing.assert_close(after["blocks.0.attn1.to_q.weight"], before["blocks.0.attn1.to_q.weight"])
     assert after["patch_embedding.weight"].shape[1] == before["patch_embedding.weight"].shape[1] + 4
     torch.testing.assert_close(after["patch_embedding.weight"][:, 4:], before["patch_embedding.weight"])
+
+
+def test_zero_steps_saves_the_starting_weights_without_encoding_data(vae_dir: str, tmp_path, monkeypatch) -> None:
+    import genmask.train as train_module
+
+    assert dit(tmp_path / "start", vae_dir) == 0
+    monkeypatch.setattr(train_module, "load_grouped_data", lambda model: (_ for _ in ()).throw(AssertionError("encoded")))
+    assert dit(tmp_path / "control", vae_dir, "train.init=checkpoint", f"train.init_dir={tmp_path / 'start' / 'final'}",
+               "train.steps=0") == 0
+    from safetensors.torch import load_file
+
+    for part in ("transformer", "text_projection"):
+        a = load_file(next((tmp_path / "start" / "final" / part).glob("*.safetensors")))
+        b = load_file(next((tmp_path / "control" / "final" / part).glob("*.safetensors")))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "control" / "final" / "metrics.json").read_text())["train_flops"] == 0
