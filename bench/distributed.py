@@ -60,13 +60,19 @@ def init_processes(device: str) -> ProcessInfo:
 
 def _die_with_launcher() -> None:
     """Have Linux kill this rank when its launcher dies, so no rank waits alone in a collective for minutes."""
+    die_with_parent(None)
+
+
+def die_with_parent(parent: int | None, *_: object) -> None:
+    """Have Linux kill this process (SIGKILL) when its parent dies; if the parent (pid `parent`, when given) is
+    gone already, die now. Used by launcher ranks and by data-loading workers (as their worker_init_fn)."""
     if sys.platform != "linux":
         return
     import ctypes
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the launcher was gone before the request: this rank is an orphan already
+    if os.getppid() == 1 or (parent is not None and os.getppid() != parent):  # orphaned before the request
         os.kill(os.getpid(), signal.SIGKILL)
 
 

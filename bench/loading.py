@@ -91,13 +91,18 @@ def iter_loaded(samples: list[Sample], workers: int = 0, prefetch: int = 8) -> I
         for sample in samples:
             yield LoadedSample(sample, *read_sample(sample))
         return
+    import functools
     import multiprocessing
+    import os
 
     from torch.utils.data import DataLoader
+
+    from bench.distributed import die_with_parent
 
     # fork shares the samples (and their loader closures) with the workers without pickling them
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     loader = DataLoader(_SampleReader(samples), batch_size=None, num_workers=min(workers, len(samples)),
-                        collate_fn=_unbatched, prefetch_factor=prefetch, multiprocessing_context=context)
+                        collate_fn=_unbatched, prefetch_factor=prefetch, multiprocessing_context=context,
+                        worker_init_fn=functools.partial(die_with_parent, os.getpid()))  # none outlives the run
     for index, image, target, error in loader:
         yield LoadedSample(samples[index], image, target, error)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench.errors import DataFormatError
+from bench.safefiles import read_limited
 
 REQUIRED_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 REQUIRED_SENTENCE_KEYS = ("sent_id", "sent")
@@ -147,8 +148,7 @@ def load_refs_pickle(path: Path) -> list[dict[str, Any]]:
         raise DataFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if size > MAX_FILE_BYTES:
         raise DataFormatError(f"{path}: refusing a refs pickle of {size} bytes (the limit is {MAX_FILE_BYTES})")
-    data = path.read_bytes()
-    data = _unpickle(data, path)
+    data = _unpickle(read_limited(path, MAX_FILE_BYTES), path)  # a regular file only: never /dev/zero or a FIFO
     has_bytes = _check_expansion(data, path)
     refs = _decode_bytes(data) if has_bytes else data
     _check_refs(refs, path)

@@ -60,7 +60,9 @@ def read_limited(path: str | Path, limit: int) -> bytes:
     """The bytes of a regular file, refused before reading when it holds more than `limit`."""
     with open_binary(path) as handle:
         size = os.fstat(handle.fileno()).st_size
-        data = handle.read(limit + 1) if size <= limit else b""
+        data = handle.read(size + 1) if size <= limit else b""  # read(n) allocates n: never the limit itself
+        while size <= limit and len(data) <= limit and (more := handle.read(1 << 20)):  # the file grew
+            data += more
     if size > limit or len(data) > limit:
         raise DataFormatError(f"{path}: {max(size, len(data))} bytes, over the limit of {limit} for this file")
     return data

@@ -151,13 +151,13 @@ def test_a_manifest_naming_a_users_file_deletes_nothing(tmp_path: Path):
 
 @pytest.mark.parametrize("value", ["runs/\U0001F600/cell", 'a"b\\c\td\x7f', "plain", "é ü"])
 def test_toml_strings_round_trip_every_character(value: str):
-    from bench.tomlwrite import toml_string
+    from bench.tomlfiles import toml_string
     assert tomllib.loads(f"k = {toml_string(value)}")["k"] == value
     assert toml_string(value).isascii()
 
 
 def test_a_lone_surrogate_is_refused_not_written_into_runs_toml():
-    from bench.tomlwrite import toml_string
+    from bench.tomlfiles import toml_string
     with pytest.raises(BenchError, match="surrogate"):
         toml_string("runs/\udcff/cell")
 
@@ -182,7 +182,8 @@ def test_declared_cells_with_non_bmp_names_keep_runs_toml_readable(tmp_path: Pat
 
 
 def test_runs_toml_not_utf8_or_too_deep_is_a_message(tmp_path: Path):
-    from bench.report.runs import parse_toml, read_declared
+    from bench.report.runs import read_declared
+    from bench.tomlfiles import parse_toml
 
     (tmp_path / "runs.toml").write_bytes(b'[[run]]\ndirectory = "\xff"\n')
     with pytest.raises(DataFormatError, match="runs.toml"):

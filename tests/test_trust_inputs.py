@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -110,3 +111,104 @@ def test_bench_errors_check_run_sizes():
     for limit, batch, workers in ((True, 1, 0), (1, 0, 0), (1, 1, -1), ("3", 1, 0)):
         with pytest.raises(BenchError):
             check_run_sizes(limit, batch, workers)
+
+
+def _gzip_of_one_long_line(path: Path, megabytes: int) -> None:
+    import zlib
+
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    with open(path, "wb") as handle:
+        handle.write(squeeze.compress(b'{"sample_id": "1", "segmentation": "'))
+        block = b"a" * (1 << 20)
+        for _ in range(megabytes):
+            handle.write(squeeze.compress(block))
+        handle.write(squeeze.compress(b'"}\n') + squeeze.flush())
+
+
+def test_a_gzip_of_one_huge_line_is_refused_within_bounded_memory(tmp_path: Path):
+    root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
+    bomb = tmp_path / "bomb.jsonl.gz"
+    _gzip_of_one_long_line(bomb, 384)
+    assert bomb.stat().st_size < 2 << 20
+    script = textwrap.dedent(f"""
+        import resource, sys
+        import bench.cli, bench.scoring, bench.suites.refer, pycocotools.mask
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + (400 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        sys.exit(bench.cli.main(["score", "--suite", "refcoco", "--split", "val", "--predictions", {str(bomb)!r},
+                                 "--data-root", {str(root)!r}, "--out", {str(tmp_path / "out")!r}, "--bootstrap", "0"]))
+    """)
+    made = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert made.returncode == 2, made.stderr[-2000:]
+    assert f"{bomb}:1:" in made.stderr and "Traceback" not in made.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip"])
+def test_a_damaged_gzip_is_a_message_naming_the_file(tmp_path: Path, capsys, damage: str):
+    import gzip
+
+    root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
+    source = tmp_path / "p.jsonl.gz"
+    lines = b"".join(b'{"sample_id": "%d", "segmentation": null}\n' % k for k in range(20000))
+    data = gzip.compress(lines)
+    source.write_bytes(data[: len(data) // 2] if damage == "truncated" else lines)
+    code = main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(source), "--data-root",
+                 str(root), "--out", str(tmp_path / "out"), "--bootstrap", "0"])
+    assert code == 2 and str(source) in capsys.readouterr().err
+
+
+def test_the_gallery_never_decodes_a_prediction_of_another_size():
+    from bench.report import gallery
+
+    huge = {"segmentation": {"size": [60000, 60000], "counts": [3600000000]}}
+    assert gallery._mask(huge, (64, 64)) is None
+
+
+def test_a_refs_pickle_linked_to_dev_zero_is_refused(tmp_path: Path):
+    (tmp_path / "refs.p").symlink_to("/dev/zero")
+    script = textwrap.dedent(f"""
+        import resource
+        from bench.errors import DataFormatError
+        from bench.safe_pickle import load_refs_pickle
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + (200 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            load_refs_pickle({str(tmp_path / "refs.p")!r})
+        except DataFormatError as exc:
+            print("refused:", exc)
+    """)
+    made = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert made.returncode == 0 and "regular file" in made.stdout, made.stderr[-1000:]
+
+
+def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`bench ARGS` in a child process; one that blocks past `timeout` fails the test (and is killed)."""
+    code = "import sys; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    try:
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"bench {' '.join(args)} blocked for {timeout} s")
+
+
+def test_fifos_never_block_a_run(tmp_path: Path):
+    root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64},
+                                           {"id": 2, "height": 64, "width": 64}], [SQUARE, SQUARE])
+    image = next(root.rglob("COCO_train2014_000000000002.jpg"))
+    image.unlink()
+    os.mkfifo(image)
+    made = _bench("run", "--suite", "refcoco", "--split", "val", "--model", "oracle", "--data-root", str(root),
+                  "--out", str(tmp_path / "out"), "--no-progress", "--bootstrap", "0", "--workers", "0")
+    assert made.returncode == 0, made.stderr[-2000:]
+    statuses = [json.loads(line)["status"] for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(statuses) == ["failed", "ok"]
+
+
+def test_a_fifo_annotation_is_refused_not_waited_on(tmp_path: Path):
+    split_dir = tmp_path / "reason_seg" / "ReasonSeg" / "val"
+    write_reasonseg_sample(split_dir, "a", np.zeros((32, 32, 3), np.uint8), ["the thing"], False,
+                           [{"label": "target", "points": [[4, 4], [20, 4], [20, 20]]}], image_ext=".png")
+    os.mkfifo(split_dir / "b.json")
+    made = _bench("run", "--suite", "reasonseg", "--split", "val", "--model", "oracle", "--data-root", str(tmp_path),
+                  "--out", str(tmp_path / "out"), "--no-progress", "--bootstrap", "0", timeout=60)
+    assert made.returncode == 2 and "b.json" in made.stderr and "regular file" in made.stderr, made.stderr[-2000:]

@@ -73,12 +73,12 @@ def cell_command(ablation: str, budget: str, cell_name: str, out: Path, extra: l
 def record_provenance(directory: Path) -> None:
     """Write the cell's provenance.json, or, on a resume by other code, add that code to its `resumed_by`."""
     from bench.provenance import code_identity
-    from bench.rundir import write_text_atomic
+    from bench.rundir import read_json, write_text_atomic
 
     path = Path(directory) / PROVENANCE
     identity = code_identity()
     if path.is_file():
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json(path)
         if {k: record.get(k) for k in identity} == identity or identity in record.get("resumed_by", []):
             return
         record["resumed_by"] = [*record.get("resumed_by", []), identity]
@@ -90,11 +90,13 @@ def record_provenance(directory: Path) -> None:
 def read_provenance(directory: Path) -> dict[str, Any] | None:
     """A cell's provenance.json; for cells made before it was recorded, the commit and dirty flag their run.json
     recorded with no source hash (None when neither exists)."""
+    from bench.rundir import read_json
+
     path = Path(directory) / PROVENANCE
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     run = Path(directory) / "run.json"
     if not run.is_file():
         return None
-    commit = json.loads(run.read_text(encoding="utf-8")).get("git_commit") or "unknown"
+    commit = read_json(run).get("git_commit") or "unknown"
     return {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"), "source_hash": None}

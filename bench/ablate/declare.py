@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.ablate.cells import Cell
 from bench.report.runs import DECLARED_RUNS, read_declared
 from bench.rundir import RunDir
-from bench.tomlwrite import toml_string
+from bench.tomlfiles import toml_string
 
 
 def results_root(out: Path) -> Path | None:

@@ -21,7 +21,7 @@ from bench.ablate.context import context_cell
 from bench.ablate.declare import declare_cells
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
-from bench.tomlwrite import toml_value
+from bench.tomlfiles import toml_value
 
 KIND_MODULES = {"eval": "bench.ablate.evaluate", "train": "bench.ablate.train", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
 def default_out(name: str) -> Path:

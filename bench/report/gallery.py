@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.masks import RLEError, decode_rle
+from bench.masks import RLEError, decode_rle, rle_size
 from bench.metrics import Protocol, intersection_union
 from bench.report.compare import ReportContext, protocol_of
 from bench.report.data import open_suite
@@ -177,7 +177,8 @@ def gallery_section(suite: str, runs: list[Run], context: ReportContext, files: 
     for pick in picks:
         sample = samples[(pick.split, pick.sample_id)]
         image, target, error = _read(sample)
-        masks = [_mask(by_sample.get((pick.split, pick.sample_id))) for by_sample in records]
+        masks = [_mask(by_sample.get((pick.split, pick.sample_id)), (sample.height, sample.width))
+                 for by_sample in records]
         mismatch = _mismatch(pick, target, masks, [by_sample.get((pick.split, pick.sample_id)) for by_sample in records],
                              [protocol_of(run) for run in shown])
         if mismatch:
@@ -253,11 +254,12 @@ def _read(sample: Any) -> tuple[np.ndarray | None, np.ndarray | None, str | None
     return image, target, None if error is None else portable(error)
 
 
-def _mask(record: dict[str, Any] | None) -> np.ndarray | None:
+def _mask(record: dict[str, Any] | None, size: tuple[int, int]) -> np.ndarray | None:
+    """The record's mask, decoded only when its RLE is valid and of the sample's size (else None)."""
     if record is None or record.get("segmentation") is None:
         return None
     try:
-        return decode_rle(record["segmentation"])
+        return decode_rle(record["segmentation"]) if rle_size(record["segmentation"]) == size else None
     except RLEError:
         return None
 

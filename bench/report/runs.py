@@ -3,7 +3,6 @@ through bench.rundir; file problems are noted."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -12,7 +11,7 @@ from typing import Any
 from bench.errors import DataFormatError
 from bench.predictions import iter_records
 from bench.rundir import RUN_FILE, RunDir, RunRecord
-from bench.safefiles import read_text
+from bench.tomlfiles import read_toml
 
 DECLARED_RUNS = "runs.toml"  # the runs a results directory's report is built from, each with its command
 
@@ -87,20 +86,12 @@ class DeclaredRun:
                                   f"not {self.label!r}")
 
 
-def parse_toml(text: str, source: Path | str) -> dict[str, Any]:
-    """A TOML document; malformed or too deeply nested TOML is a DataFormatError naming `source`."""
-    try:
-        return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise DataFormatError(f"{source}: not valid TOML ({type(exc).__name__}: {str(exc)[:200]})") from None
-
-
 def read_declared(results_dir: Path) -> list[DeclaredRun] | None:
     """The [[run]] entries of results_dir/runs.toml, or None when there is no such file."""
     path = Path(results_dir) / DECLARED_RUNS
     if not path.is_file():
         return None
-    data = parse_toml(read_text(path), path)
+    data = read_toml(path)
     entries = data.get("run", [])
     declared = []
     for index, entry in enumerate(entries if isinstance(entries, list) else [None]):

@@ -12,6 +12,7 @@ import numpy as np
 
 from bench.errors import SampleError
 from bench.registry import Registry
+from bench.safefiles import SpecialFileError, open_binary
 
 IGNORE = 255  # target value of pixels that leave the metric (ReasonSeg "ignore" shapes)
 MAX_IMAGE_PIXELS = 8192 * 8192  # larger than any RefCOCO or ReasonSeg image; a bigger declared size fails its sample
@@ -61,7 +62,7 @@ class Sample:
         try:
             with warnings.catch_warnings():  # PIL's bomb warning: the size is checked here, against a lower limit
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(self.image_path) as img:
+                with open_binary(self.image_path) as handle, Image.open(handle) as img:
                     height, width = oriented_size(img)
                     if (height, width) != (self.height, self.width):
                         raise SampleError(f"image {self.image_path} is {width}x{height}, annotation says "
@@ -69,7 +70,7 @@ class Sample:
                     self.check_size()
                     # EXIF orientation applied, as cv2.imread (LISA) and LabelMe (the annotations) do
                     return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError, SpecialFileError) as exc:
             raise SampleError(f"cannot read image {self.image_path}: {exc}") from exc
 
 

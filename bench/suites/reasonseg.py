@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
-from bench.safefiles import JSON_LIMIT, read_limited
+from bench.safefiles import JSON_LIMIT, SpecialFileError, open_binary, read_limited
 from bench.suites.base import IGNORE, SUITES, Sample, Suite, oriented_size
 from bench.suites.refer import expected_layout, hash_files, resolve_data_root
 
@@ -211,9 +211,9 @@ def _image_size(image_path: Path) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(image_path) as image:
+            with open_binary(image_path) as handle, Image.open(handle) as image:
                 return oriented_size(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, Image.DecompressionBombError, SpecialFileError):
         return 0, 0
 
 

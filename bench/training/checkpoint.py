@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from bench.rundir import read_json
 from bench.safefiles import atomic_path
 from bench.training.ema import EMA
 from bench.training.schedule import LRSchedule
@@ -63,7 +64,7 @@ class Checkpoint:
         state_file = self.directory / STATE
         if not state_file.exists():
             raise FileNotFoundError(f"{state_file}: nothing to resume (no checkpoint in this --out directory)")
-        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state = read_json(state_file)
         schedule = schedule.resume(state.get("schedule"), new_schedule)  # refuse before changing anything
         if ema is not None and not (self.directory / EMA_FILE).exists():
             raise FileNotFoundError(f"{self.directory / EMA_FILE}: the checkpoint has no EMA weights to resume "

@@ -1,14 +1,31 @@
-"""TOML values written so that tomllib reads back exactly the value written (strings in ASCII, every type kept)."""
+"""TOML read with errors that name the file, and TOML values written so that tomllib reads back exactly what was
+written (strings in ASCII, every type kept)."""
 
 from __future__ import annotations
 
 import math
 import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, DataFormatError
+from bench.safefiles import read_text
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_toml(text: str, source: Path | str) -> dict[str, Any]:
+    """A TOML document; malformed or too deeply nested TOML is a DataFormatError naming `source`."""
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise DataFormatError(f"{source}: not valid TOML ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file: UTF-8, size-limited, a regular file (`bench.safefiles.read_text`), parsed by `parse_toml`."""
+    return parse_toml(read_text(path), path)
 
 
 def toml_string(value: str) -> str:
