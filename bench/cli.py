@@ -144,7 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--vae", help="pca: a diffusers AutoencoderKLWan folder (default: the shipped tiny VAE)")
     ablate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base configuration key, e.g. checkpoint=/models/genmask (TOML value)")
+    _add_cluster_args(ablate)
     return parser
+
+
+def _add_cluster_args(ablate: argparse.ArgumentParser) -> None:
+    group = ablate.add_argument_group("cells as jobs (submitit; see README, Cluster)")
+    group.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+                       help="inline: in this process (default); local: local processes; slurm: one job array")
+    group.add_argument("--max-parallel", type=int, default=2, metavar="N", help="local: cells at once (default 2)")
+    group.add_argument("--wait", action="store_true",
+                       help="slurm: follow the jobs with a progress bar, then write the table (local always waits)")
+    group.add_argument("--slurm-partition", metavar="NAME")
+    group.add_argument("--gpus-per-cell", type=int, default=0, metavar="N",
+                       help="GPUs of each cell (more than 1: the cell runs under torchrun, one process per GPU)")
+    group.add_argument("--cpus-per-cell", type=int, metavar="N")
+    group.add_argument("--mem", metavar="SIZE", help="slurm: memory per cell, e.g. 64G")
+    group.add_argument("--time", metavar="TIME",
+                       help="time limit per cell (minutes, HH:MM:SS or D-HH:MM:SS); a cell that reaches it is "
+                            "requeued and resumes")
+    group.add_argument("--array-parallelism", type=int, metavar="N", help="slurm: cells running at once")
+    group.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. account=proj or qos=high (KEY= for a bare flag)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +303,7 @@ def cmd_ablate(args: argparse.Namespace, rest: list[str], command: str) -> int:
             overrides[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             overrides[key] = value  # a bare string, e.g. a path
+    cluster = _cluster(args)
     names = ablation_names() if args.name == "all" else [args.name]
     if args.name == "all" and args.only:
         raise BenchError("--only names a cell of one ablation, not of all")
@@ -293,8 +315,29 @@ def cmd_ablate(args: argparse.Namespace, rest: list[str], command: str) -> int:
             suites=args.suite if keys is None or "suites" in keys else None,
             vae=args.vae if keys is None or "vae" in keys else None,
             out=args.out / name if args.out and args.name == "all" else args.out, only=args.only,
-            collect=args.collect, list_cells=args.list_cells, overrides=overrides)))
+            collect=args.collect, list_cells=args.list_cells, overrides=overrides, cluster=cluster)))
     return max(codes)
+
+
+def _cluster(args: argparse.Namespace):
+    """`bench ablate`'s --executor and resource flags, checked."""
+    from bench.ablate.executors import Cluster, minutes
+
+    if args.max_parallel < 1 or args.gpus_per_cell < 0 or (args.cpus_per_cell or 1) < 1 \
+            or (args.array_parallelism or 1) < 1:
+        raise BenchError("--max-parallel, --cpus-per-cell and --array-parallelism must be at least 1, "
+                         "--gpus-per-cell at least 0")
+    slurm_only = [flag for flag, value in [("--slurm-partition", args.slurm_partition), ("--mem", args.mem),
+                                           ("--array-parallelism", args.array_parallelism),
+                                           ("--slurm-arg", args.slurm_arg)] if value]
+    if slurm_only and args.executor != "slurm":
+        raise BenchError(f"{', '.join(slurm_only)} only apply with --executor slurm")
+    if args.time:
+        minutes(args.time)  # refuse a malformed limit before anything is submitted
+    return Cluster(executor=args.executor, max_parallel=args.max_parallel, partition=args.slurm_partition,
+                   gpus_per_cell=args.gpus_per_cell, cpus_per_cell=args.cpus_per_cell, mem=args.mem, time=args.time,
+                   array_parallelism=args.array_parallelism, slurm_args=_key_values(args.slurm_arg, "--slurm-arg"),
+                   wait=args.wait)
 
 
 def print_metrics(metrics: dict) -> None:

@@ -45,6 +45,7 @@ class Options:
     list_cells: bool = False
     vae: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    cluster: Any = None  # bench.ablate.executors.Cluster (--executor): the cells as submitit jobs; None: in-process
 
     def config_overrides(self) -> dict[str, Any]:
         values = dict(self.overrides)
@@ -79,11 +80,16 @@ def run(options: Options) -> int:
     if options.only:
         wanted = set(parse_only(options.only, ablation, options.budget, seeds))
         chosen = [cell for cell in cells if (cell.variant, cell.seed) in wanted]
-    if not options.collect:
+    failed = 0
+    if not options.collect and options.cluster is not None and options.cluster.submits:
+        failed = submit_cells(ablation, chosen, out, options, kind)
+        if failed is None:
+            return 0  # the jobs run on: --collect assembles later
+    elif not options.collect:
         for cell in chosen:
             make_cell(cell, out, options, kind)
     if options.only:
-        return 0
+        return 1 if failed else 0
     reference = next((cell for cell in cells if cell.variant == ablation.reference), None)
     context = context_cell(ablation, reference) if reference else None
     if context is not None:  # even with --collect: the regime check's baseline reads annotations, no model
@@ -97,9 +103,38 @@ def run(options: Options) -> int:
         print(f"declared {directory} in runs.toml", file=sys.stderr)
     for name, command in missing:
         print(f"missing: {name}; make it with: {command}", file=sys.stderr)
+    if missing:
+        from bench.ablate.jobs import failure_notes
+
+        for note in failure_notes(out, cells, kind.is_complete):
+            print(note, file=sys.stderr)
     for path in paths:
         print(f"wrote {path}")
     return 1 if missing else 0
+
+
+def submit_cells(ablation: Ablation, cells: list[Cell], out: Path, options: Options, kind: Any) -> int | None:
+    """--executor slurm|local: the cells still to make as submitit jobs; once every job is over (--wait, or local)
+    the number of failed cells, None while they run on."""
+    from bench.ablate.jobs import JOBS, Jobs, to_submit
+
+    cluster = options.cluster
+    todo = to_submit(cells, out, kind.is_complete, kind.is_started, options.resume)
+    if not todo:
+        return 0
+    jobs = Jobs(ablation.name, todo, out, cluster, options.cell_flags(), options.data_root)
+    jobs.submit()
+    resubmit = f"{command_line(options, out)} --executor {cluster.executor} --resume"
+    if cluster.executor == "slurm" and not cluster.wait:
+        print(f"submitted {len(todo)} cells of {ablation.name} as SLURM job array {jobs.job_id()} (its files: "
+              f"{Path(out) / JOBS}); follow it with: squeue -j {jobs.job_id()}")
+        print(f"when it is over, assemble the table with: {command_line(options, out)} --collect")
+        return None
+    failures = jobs.follow(kind.is_complete)
+    if failures:
+        print(f"{len(failures)} of {len(todo)} cells failed; resubmit what is missing or failed with: {resubmit}",
+              file=sys.stderr)
+    return len(failures)
 
 
 def resolve_cells(ablation: Ablation, budget: str, seeds: list[int], overrides: dict[str, Any], kind: Any,
