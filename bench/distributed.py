@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from bench.errors import BenchError
+
 
 @dataclass
 class ProcessInfo:
@@ -74,6 +76,21 @@ def die_with_parent(parent: int | None, *_: object) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() == 1 or (parent is not None and os.getppid() != parent):  # orphaned before the request
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_device(device: str) -> None:
+    """BenchError unless `device` is cpu, or cuda / cuda:N with such a CUDA device present."""
+    if device == "cpu":
+        return
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not (index == "" or index.isdecimal()):
+        raise BenchError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0 or (index and int(index) >= count):
+        raise BenchError(f"--device {device}: this machine has {count} CUDA devices visible to torch "
+                         f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'}); use --device cpu")
 
 
 def local_device(device: str) -> str:

@@ -218,7 +218,7 @@ def _child(container: Any, part: str) -> Any:
     """A dict's value or a list's item named by one pointer part; None when there is none."""
     if isinstance(container, dict):
         return container.get(part.replace("~1", "/").replace("~0", "~"))
-    if isinstance(container, list) and part.isdigit() and int(part) < len(container):
+    if isinstance(container, list) and part.isdecimal() and int(part) < len(container):
         return container[int(part)]
     return None
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.distributed import ProcessInfo, gather, init_processes, local_device
+from bench.distributed import ProcessInfo, check_device, gather, init_processes, local_device
 from bench.errors import BenchError, SampleError, UnknownSplitError, check_run_sizes
 from bench.loading import LoadedSample, iter_loaded
 from bench.metrics import Protocol, score_records, score_sample
@@ -101,6 +101,7 @@ class Runner:
         self.spec = spec
         self.command = command  # the command line that made this run, recorded in run.json
         self._model = model
+        check_device(spec.device)
         self.proc: ProcessInfo = init_processes(spec.device)
         self.timings = {"data_s": 0.0, "model_s": 0.0, "metric_s": 0.0, "samples": 0}
         self.run_warnings: list[str] = []
@@ -221,13 +222,14 @@ class Runner:
         if self.spec.resume and rundir.exists():
             self._check_same_data(rundir, suites)
         model = self._build_model()
-        created = self._write_run_json(rundir, model, suites, status="running")
+        finished = {suite.name: self._finished_keys(rundir, suite.name) for suite, _ in suites}  # read before
+        created = self._write_run_json(rundir, model, suites, status="running")  # unreadable ones change nothing
         try:
             for suite, splits in suites:
                 self.run_warnings += [f"{suite.name}: {w}" for w in suite.warnings]
                 self.run_warnings += model.check_suite(suite.name, suite.synthetic)
                 ordered = [s for split in splits.values() for s in split]
-                done = self._finished_keys(rundir, suite.name)
+                done = finished[suite.name]
                 pending = self.proc.shard([s for s in ordered if (s.split, s.sample_id) not in done])
                 rank_file = rundir.predictions(suite.name, self.proc.rank if self.proc.world_size > 1 else None)
                 with PredictionWriter(rank_file) as writer:

@@ -246,6 +246,10 @@ def _check_refs(refs: Any, path: Path) -> None:
         missing = [key for key in REQUIRED_REF_KEYS if key not in ref]
         if missing:
             raise DataFormatError(f"{path}: entry {index} lacks {', '.join(missing)}")
+        wrong = [key for key in ("ref_id", "ann_id", "image_id") if not is_id(ref[key])]
+        if wrong or not isinstance(ref["split"], str):
+            raise DataFormatError(f"{path}: entry {index}: {', '.join(wrong) or 'split'} must be "
+                                  f"{'an integer or string id' if wrong else 'a string'}")
         if not isinstance(ref["sentences"], list):
             raise DataFormatError(f"{path}: entry {index}: sentences is not a list")
         for sent_index, sentence in enumerate(ref["sentences"]):
@@ -253,3 +257,11 @@ def _check_refs(refs: Any, path: Path) -> None:
                 raise DataFormatError(
                     f"{path}: entry {index}, sentence {sent_index} lacks {' or '.join(REQUIRED_SENTENCE_KEYS)}"
                 )
+            if not is_id(sentence["sent_id"]) or not isinstance(sentence["sent"], str):
+                raise DataFormatError(f"{path}: entry {index}, sentence {sent_index}: sent_id must be an integer or "
+                                      "string id and sent a string")
+
+
+def is_id(value: Any) -> bool:
+    """An id a ref may hold: an integer (not a boolean) or a string."""
+    return isinstance(value, int | str) and not isinstance(value, bool)

@@ -84,15 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.captions and not args.evaluate:
         parser.error("give captions to render, or --evaluate N")
+    if args.steps < 1 or args.evaluate < 0:
+        parser.error("--steps must be at least 1 and --evaluate at least 0")
     from PIL import Image
 
+    from bench.errors import BenchError
+    from bench.safefiles import write_json
     from genmask.model import GenMask, generate_images
 
-    model = GenMask.from_pretrained(args.model).eval()
+    try:
+        model = GenMask.from_pretrained(args.model).eval()
+    except (OSError, ValueError, BenchError) as exc:
+        parser.exit(2, f"error: --model {args.model}: {exc}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    written = {}
     for index, image in enumerate(generate_images(model, args.captions, args.steps, args.seed)):
         Image.fromarray(image).save(out / f"caption_{index}.png")
+        written[f"caption_{index}.png"] = args.captions[index]
+    if written:
+        write_json(out / "captions.json", written)
+        print(f"wrote {len(written)} images to {out} (captions.json says which caption each shows)")
     if args.evaluate:
         captions, real = held_out_captions(args.evaluate, model.config.image_size)
         images = [image for start in range(0, len(captions), 64)
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"model": args.model, "steps": args.steps, "seed": args.seed,
                   "generated": generation_quality(images, captions),
                   "real_scenes": generation_quality(real, captions)}  # the parser's own ceiling
-        (out / "generation.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(out / "generation.json", result)
         for index in range(min(8, len(images))):
             Image.fromarray(np.concatenate([real[index], images[index]], 1)).save(out / f"sample_{index}.png")
         print(json.dumps(result, indent=2))

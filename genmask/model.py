@@ -38,6 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
+from bench.rundir import read_json
+from bench.weights_check import check_checkpoint
 from genmask.config import GenMaskConfig, preset
 from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor, special_token_ids
 from genmask.sampling import euler_sample, shared_noise
@@ -46,6 +48,15 @@ from genmask.shared_vae import vae_directory
 CONFIG_FILE = "config.json"
 SHORTCUT_MODES = ("frame", "channel", "none")
 PROJECTION_FILE = "text_projection/model.safetensors"
+
+
+def check_components(directory: Path) -> None:
+    """Each component's config.json checked against its weights (`bench.weights_check`): no layer count or size
+    that the weights do not hold reaches an allocation."""
+    check_checkpoint(directory / "transformer", WanTransformer3DModel.from_config)
+    check_checkpoint(vae_directory(directory), AutoencoderKLWan.from_config)
+    check_checkpoint(directory / "instruction_encoder",
+                     lambda config: Qwen2_5_VLModel(Qwen2_5_VLConfig.from_dict(config)))
 
 
 def build_encoder(config: GenMaskConfig, vocab_size: int | None) -> Qwen2_5_VLModel:
@@ -152,7 +163,8 @@ class GenMask(nn.Module):
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path}: no GenMask config here (expected a save_pretrained directory)")
-        config = GenMaskConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")), source=str(config_path))
+        config = GenMaskConfig.from_dict(read_json(config_path), source=str(config_path))
+        check_components(directory)  # before anything is allocated
         # torch_dtype (not .to) keeps the modules diffusers wants in float32 (norms, time embedding, rope) there
         transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True,
                                                             torch_dtype=dtype)

@@ -17,6 +17,10 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from bench.errors import DataFormatError
+from bench.rundir import read_json
+from bench.safefiles import SMALL_JSON_LIMIT, read_text
+
 WORD_TOKENIZER_FILE = "genmask_tokenizer.json"
 PROCESSOR_SETTINGS_FILE = "genmask_processor.json"
 PUNCTUATION = [".", ",", "?", "!", "'"]  # the Whitespace pre-tokenizer splits these off words
@@ -82,9 +86,15 @@ class WordLevelProcessor:
 
     @classmethod
     def load(cls, directory: str | Path) -> WordLevelProcessor:
-        tokenizer = Tokenizer.from_file(str(Path(directory) / WORD_TOKENIZER_FILE))
+        tokenizer_file = Path(directory) / WORD_TOKENIZER_FILE
+        try:
+            tokenizer = Tokenizer.from_str(read_text(tokenizer_file, SMALL_JSON_LIMIT))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for any malformed file
+            if isinstance(exc, DataFormatError):
+                raise
+            raise DataFormatError(f"{tokenizer_file}: not a tokenizers file ({str(exc)[:200]})") from None
         settings_file = Path(directory) / PROCESSOR_SETTINGS_FILE  # absent in checkpoints older than the option
-        settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else {}
+        settings = read_json(settings_file) if settings_file.exists() else {}
         return cls(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(directory)),
                    bool(settings.get("coordinate_channels", False)))
 

@@ -59,7 +59,7 @@ def parse_only(only: str, ablation: Ablation, budget: str, seeds: list[int]) -> 
         raise BenchError(f"--only: {unknown(f'variant of {ablation.name} at budget {budget}', variant, names)}")
     if not sep:
         return [(variant, s) for s in seeds]
-    if not seed.isdigit() or int(seed) not in seeds:
+    if not seed.isdecimal() or int(seed) not in seeds:
         raise BenchError(f"--only: seed {seed!r} is not one of this budget's seeds {seeds}")
     return [(variant, int(seed))]
 

@@ -96,7 +96,7 @@ def check_requested_suites(requests: dict[str, list[tuple[str, str]]], runs: lis
 def _order_key(key: tuple[str, str]) -> tuple[int, int, int, str]:
     split, sample_id = key
     rank = SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
-    return (rank, 0 if sample_id.isdigit() else 1, int(sample_id) if sample_id.isdigit() else 0, sample_id)
+    return (rank, 0 if sample_id.isdecimal() else 1, int(sample_id) if sample_id.isdecimal() else 0, sample_id)
 
 
 def select_samples(suite: str, ious: Sequence[dict[tuple[str, str], float]], seed: int = GALLERY_SEED,

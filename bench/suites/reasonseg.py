@@ -51,7 +51,7 @@ class _Annotation:
 
 def natural_key(stem: str) -> list[Any]:
     """Sort key ordering image_2 before image_10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", stem)]
+    return [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", stem)]
 
 
 def polygon_area(points: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError, SampleError
 from bench.masks import counts_valid, segmentation_to_rle
-from bench.safe_pickle import load_refs_pickle
+from bench.safe_pickle import is_id, load_refs_pickle
 from bench.safefiles import JSON_LIMIT, open_binary, read_text
 from bench.suites.base import SUITES, Sample, Suite
 from bench.suites.writers import instances_path, refs_path
@@ -356,11 +356,12 @@ def _read_instances(path: Path) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
         raise DataFormatError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(instances, dict) or any(
-        not isinstance(instances.get(k), list) or not all(isinstance(x, dict) and "id" in x for x in instances[k])
+        not isinstance(instances.get(k), list) or not all(isinstance(x, dict) and is_id(x.get("id"))
+                                                          for x in instances[k])
         for k in ("images", "annotations")
     ):
         raise DataFormatError(f"{path}: expected a COCO object with lists 'images' and 'annotations' of "
-                              "objects with an 'id'")
+                              "objects with an integer or string 'id'")
     return instances
 
 
