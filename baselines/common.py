@@ -39,6 +39,7 @@ from torch import nn
 
 from bench.models.base import ModelInput, SegModel
 from bench.training import Trainer
+from bench.training.trainers import print_summary
 from genmask.config import TrainConfig, apply_nested, apply_overrides, load_override_file
 from genmask.data import GroupedSegData, draw_items, suite_groups, synth_groups
 
@@ -310,7 +311,7 @@ class RivalTrainer(Trainer):
             (out / f"config-{cls.name}.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
         metrics = cls.train_model(config, out, args.resume, args.new_schedule)
         if launched_as_main():
-            print(json.dumps(metrics, indent=2))
+            print_summary(metrics, out)
         return 0
 
     # --------------------------------------------------------------------------------- loop

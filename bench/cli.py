@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (arguments after --model go to its trainer; see --model M --help)",
                            add_help=False)
-    train.add_argument("--model", required=True)
+    train.add_argument("--model", help="the model to train (see `bench list`); `--model M --help` lists its options")
 
     ablate = sub.add_parser(
         "ablate", help="run an ablation (see `bench list`) and write its table, plots and report",
@@ -231,7 +231,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
         runner.proc.close()
     if runner.proc.is_main:
         for metrics in results.values():
-            print_metrics(metrics)
+            print_metrics(metrics, args.label)
         for warning in sorted(set(runner.run_warnings)):
             print(f"warning: {warning}", file=sys.stderr)
         print(f"wrote the run to {runner.rundir.path}")
@@ -244,7 +244,7 @@ def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
     scored = score_file(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
                         suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
                         command=command, label=args.label, overwrite=args.overwrite)
-    print_metrics(scored.metrics)
+    print_metrics(scored.metrics, scored.label)
     for note in scored.notes:
         print(f"note: {note}", file=sys.stderr)
     for warning in scored.warnings:
@@ -287,6 +287,12 @@ def cmd_data(args: argparse.Namespace, rest: list[str], command: str) -> int:
 def cmd_train(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.training import TRAINERS
 
+    if args.model is None:
+        if not {"-h", "--help"} & set(rest):
+            raise BenchError(f"bench train needs --model: one of {', '.join(TRAINERS.names())}")
+        print(f"usage: bench train --model {{{','.join(TRAINERS.names())}}} [options]\n\n"
+              "Trains a model; `bench train --model M --help` lists M's options and configuration keys.")
+        return 0
     return TRAINERS.get(args.model).main(rest)
 
 
@@ -340,8 +346,8 @@ def _cluster(args: argparse.Namespace):
                    wait=args.wait)
 
 
-def print_metrics(metrics: dict) -> None:
-    """A small table: one row per split, percentages."""
+def print_metrics(metrics: dict, label: str | None = None) -> None:
+    """A small table: one row per split, percentages, titled by suite and label (default: the model)."""
     from tabulate import tabulate
 
     rows = []
@@ -350,7 +356,7 @@ def print_metrics(metrics: dict) -> None:
         ci = m.get("ciou_ci95")
         rows.append([split, m["n"], m["n_failed"], pct(m["ciou"]), f"[{pct(ci[0])}, {pct(ci[1])}]" if ci else "-",
                      pct(m["giou"]), *(pct(m.get(f"prec@{x}")) for x in (0.5, 0.7, 0.9))])
-    print(f"\n{metrics['suite']} / {metrics['model']}")
+    print(f"\n{metrics['suite']} / {label or metrics['model']}")
     print(tabulate(rows, headers=["split", "n", "failed", "cIoU %", "95% CI", "gIoU %", "P@0.5", "P@0.7", "P@0.9"],
                    tablefmt="simple", disable_numparse=True))  # 100.0 stays 100.0 beside 29.4
 

@@ -15,6 +15,8 @@ class DataNotFoundError(BenchError):
     def __init__(self, path, layout: str = ""):
         self.path = path
         message = f"dataset not found: {path}"
+        if "--data-root" not in message:
+            message += " (point --data-root, or $BENCH_DATA_ROOT, at the folder that holds the datasets)"
         if layout:
             message += f"\nexpected layout:\n{layout}"
         super().__init__(message)

@@ -24,6 +24,7 @@ from bench.errors import BenchError, SampleError, UnknownSplitError, check_run_s
 from bench.loading import LoadedSample, iter_loaded
 from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
+from bench.models.base import quiet_model_loading
 from bench.predictions import PredictionWriter, iter_records, write_records
 from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
@@ -102,6 +103,8 @@ class Runner:
         self.command = command  # the command line that made this run, recorded in run.json
         self._model = model
         check_device(spec.device)
+        if not spec.progress:
+            quiet_model_loading()
         self.proc: ProcessInfo = init_processes(spec.device)
         self.timings = {"data_s": 0.0, "model_s": 0.0, "metric_s": 0.0, "samples": 0}
         self.run_warnings: list[str] = []

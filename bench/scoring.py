@@ -41,6 +41,7 @@ class Scored:
     metrics: dict[str, Any]
     notes: list[str]
     warnings: list[str]
+    label: str = ""  # the run's display name (--label, default the predictions file's stem)
 
 
 def score_predictions(*args: Any, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
@@ -124,7 +125,7 @@ def score_file(
                 created=now,
                 updated=now,
             ))
-            return Scored(rundir.path, metrics, run_warnings, outcome)
+            return Scored(rundir.path, metrics, run_warnings, outcome, label or predictions.stem)
 
 
 def _scored(samples: Iterable[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,

@@ -332,3 +332,14 @@ def load_override_file(config: GenMaskConfig, path: str | Path) -> GenMaskConfig
         raise ConfigError(f"{path}: overrides must be a mapping, got {type(data).__name__}")
     apply_nested(config, data, source=str(path))
     return config
+
+
+def dotted_items(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(`section.key`, value) for every leaf of a nested configuration dict, in order."""
+    items = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            items += dotted_items(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items

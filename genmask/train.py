@@ -47,8 +47,9 @@ from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import launched_as_main, make_accelerator
 from bench.training.seeding import step_generator
+from bench.training.trainers import print_summary
 from bench.training.validation import ciou, sample_scores, validation_metrics
-from genmask.config import GenMaskConfig, apply_overrides, load_override_file, preset
+from genmask.config import GenMaskConfig, apply_overrides, dotted_items, load_override_file, preset
 from genmask.data import (
     GroupedSegData,
     coco_captions,
@@ -461,6 +462,11 @@ class GenMaskTrainer(Trainer):
         parser.add_argument("overrides", nargs="*", help="key=value config overrides, dotted for nested keys")
 
     @classmethod
+    def epilog(cls) -> str:
+        keys = "\n".join(f"  {key} = {json.dumps(value)}" for key, value in dotted_items(preset("tiny").to_dict()))
+        return f"configuration keys (key=value overrides; the tiny preset's values):\n{keys}"
+
+    @classmethod
     def run(cls, args: argparse.Namespace) -> int:
         config = resolve_config(args)
         torch.set_num_threads(config.train.threads)
@@ -472,7 +478,7 @@ class GenMaskTrainer(Trainer):
         stage = train_vae if args.stage == "vae" else train_dit
         metrics = stage(config, out, args.resume, args.new_schedule)
         if main:
-            print(json.dumps(metrics, indent=2))
+            print_summary(metrics, out)
         return 0
 
 

@@ -31,6 +31,7 @@ from bench.training.ema import averaged
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import launched_as_main, make_accelerator
+from bench.training.trainers import print_summary
 from genmask.config import EncoderConfig, apply_nested, apply_overrides, load_override_file
 from genmask.processor import WordLevelProcessor, load_processor, special_token_ids
 
@@ -302,5 +303,5 @@ class VLMTrainer(Trainer):
             (out / "config-vlm.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
         metrics = train_vlm(config, out, args.resume, args.new_schedule)
         if launched_as_main():
-            print(json.dumps(metrics, indent=2))
+            print_summary(metrics, out)
         return 0

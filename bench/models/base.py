@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -9,6 +11,22 @@ import numpy as np
 
 from bench.registry import Registry
 from bench.suites.base import Sample
+
+QUIET_LOADING = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+                 "DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+def quiet_model_loading() -> None:
+    """No progress bars and no load reports from transformers, diffusers or the hub (`--no-progress`): their
+    environment switches for what is imported later, their logging calls for what is imported already."""
+    os.environ.update(QUIET_LOADING)
+    for name in ("transformers", "diffusers"):
+        if name in sys.modules:
+            logging = sys.modules[name].utils.logging
+            logging.set_verbosity_error()
+            logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 @dataclass

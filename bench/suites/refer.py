@@ -42,7 +42,7 @@ def resolve_data_root(data_root: Path | None, layout: str) -> Path:
         data_root = Path(os.environ[DATA_ROOT_ENV])
     if data_root is None:
         raise DataNotFoundError(
-            f"no data root (pass a data root or set {DATA_ROOT_ENV})", expected_layout(None, layout)
+            f"no data root (pass --data-root DIR or set {DATA_ROOT_ENV})", expected_layout(None, layout)
         )
     return Path(data_root)
 

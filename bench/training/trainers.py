@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bench.registry import Registry
 
@@ -24,13 +25,19 @@ class Trainer:
         """The trainer's own options (none by default)."""
 
     @classmethod
+    def epilog(cls) -> str:
+        """Text after the options in --help (e.g. the configuration keys); none by default."""
+        return ""
+
+    @classmethod
     def run(cls, args: argparse.Namespace) -> int:
         """Train with the parsed arguments; the exit code."""
         raise NotImplementedError
 
     @classmethod
     def build_parser(cls) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=f"bench train --model {cls.name}", description=cls.description)
+        parser = argparse.ArgumentParser(prog=f"bench train --model {cls.name}", description=cls.description,
+                                         epilog=cls.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--out", default=f".cache/train/{cls.name}",
                             help="output directory (checkpoint, log, final model)")
         parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -48,3 +55,12 @@ class Trainer:
         if args.new_schedule and not args.resume:
             parser.error("--new-schedule only applies with --resume")
         return cls.run(args)
+
+
+def print_summary(metrics: dict, out: str | Path) -> None:
+    """A trainer's last words: the final metrics that are single numbers, on one line, and where all of them are
+    (the trainer wrote them under OUT), instead of the whole metrics JSON."""
+    scalars = [f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+               for key, value in metrics.items() if isinstance(value, int | float) and not isinstance(value, bool)]
+    shown = ", ".join(scalars[:8]) + (f" (+{len(scalars) - 8} more)" if len(scalars) > 8 else "")
+    print(f"trained: {shown or 'done'}; every metric is in the metrics.json files under {out}")
