@@ -138,6 +138,20 @@ def test_two_cells_in_parallel_through_the_local_executor_give_the_in_process_ta
         assert f"--only {entry['cell']}" in (out / "runs" / name / "job.err").read_text()
 
 
+@pytest.mark.slow
+def test_a_cell_with_several_gpus_runs_under_torchrun_and_gives_the_in_process_result(tmp_path, capsys):
+    common = ["ablate", "steps", "--budget", "smoke", "--only", "1-step:0"]
+    assert main([*common, "--out", str(tmp_path / "inline")]) == 0
+    out = tmp_path / "torchrun"  # --gpus-per-cell 2: two ranks (gloo on a CPU machine), as `bench run` under torchrun
+    assert main([*common, "--out", str(out), "--executor", "local", "--gpus-per-cell", "2"]) == 0
+    log = next(out.glob("runs/1-step-*")).joinpath("job.err").read_text()
+    assert "-m torch.distributed.run --standalone --nproc-per-node=2 -m bench ablate steps" in log
+    assert "making 1-step:0" in log  # a new cell: its job's logs alone are no start
+    inline, ranked = (gzip.decompress(next(d.glob("runs/1-step-*/predictions.jsonl.gz")).read_bytes())
+                      for d in (tmp_path / "inline", out))
+    assert ranked == inline
+
+
 def _pids(*needles: str) -> list[int]:
     """Processes whose command line holds every needle (this test's own, found by its temporary paths)."""
     found = []

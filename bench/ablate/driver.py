@@ -19,6 +19,7 @@ from typing import Any
 from bench.ablate.cells import Cell, cell_command, parse_only, record_provenance
 from bench.ablate.context import context_cell
 from bench.ablate.declare import declare_cells
+from bench.ablate.executors import LINKS as JOB_LOGS
 from bench.ablate.spec import Ablation, load_ablation
 from bench.errors import BenchError
 from bench.tomlfiles import toml_value
@@ -155,7 +156,7 @@ def make_cell(cell: Cell, out: Path, options: Options, kind: Any) -> None:
     if kind.is_complete(directory):
         print(f"reused {cell.name}: {directory}", file=sys.stderr)
         return
-    started = kind.is_started(directory)
+    started = kind.is_started(directory) and bool(set(os.listdir(directory)) - set(JOB_LOGS))  # not a job log alone
     if started and not options.resume:
         raise BenchError(f"cell {cell.name} in {directory} was interrupted; pass --resume to finish it")
     command = cell_command(cell.ablation, cell.budget, cell.name, out, options.cell_flags())
