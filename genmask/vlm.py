@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
 
+from bench.rundir import read_json
 from bench.training import Trainer
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
@@ -32,6 +33,7 @@ from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import launched_as_main, make_accelerator
 from bench.training.trainers import print_summary
+from bench.weights_check import check_checkpoint
 from genmask.config import EncoderConfig, apply_nested, apply_overrides, load_override_file
 from genmask.processor import WordLevelProcessor, load_processor, special_token_ids
 
@@ -257,6 +259,7 @@ def load_foundation(directory: str | Path) -> tuple[Qwen2_5_VLForConditionalGene
     record = _read_record(directory)
     config = VLMConfig()
     apply_nested(config, record["config"], source=str(directory / FOUNDATION_FILE))
+    check_checkpoint(directory, lambda values: Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_dict(values)))
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, use_safetensors=True)
     return model, load_processor(directory), config
 
@@ -267,6 +270,7 @@ def load_foundation_encoder(directory: str | Path, dtype: torch.dtype = torch.fl
     suffix (" " + the answer word) after which its hidden states were trained to answer."""
     directory = Path(directory)
     record = _read_record(directory)
+    check_checkpoint(directory, lambda values: Qwen2_5_VLModel(Qwen2_5_VLConfig.from_dict(values)))
     encoder = Qwen2_5_VLModel.from_pretrained(directory, use_safetensors=True, torch_dtype=dtype)
     return encoder, load_processor(directory), " " + record["answer_word"]
 
@@ -275,7 +279,7 @@ def _read_record(directory: Path) -> dict[str, Any]:
     path = directory / FOUNDATION_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not a VLM foundation directory (made by `bench train --model genmask-vlm`)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 class VLMTrainer(Trainer):

@@ -36,7 +36,6 @@ Weights are read from safetensors; `.bin` pickles only through `torch.load(weigh
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -49,6 +48,9 @@ from torch import nn
 
 from baselines.lisa.model import SEG_TOKEN, Encoded, Lisa, LisaConfig
 from baselines.lisa.tokenizer import LisaTokenizer
+from bench.errors import BenchError
+from bench.rundir import read_json
+from bench.weights_check import check_layer_counts, check_parameter_count
 
 LLAVA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
                 "helpful, detailed, and polite answers to the human's questions.")
@@ -97,7 +99,10 @@ def weight_files(directory: Path) -> tuple[list[Path], dict[str, str]]:
     for pattern, index_name in WEIGHT_LAYOUTS:
         index = directory / index_name
         if index.exists():
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(
+                    isinstance(v, str) and v not in ("", ".", "..") and "/" not in v for v in weight_map.values()):
+                raise KeyMappingError(f"{index}: 'weight_map' must map tensor names to file names in {directory}")
             files = [directory / name for name in sorted(set(weight_map.values()))]
             absent = [file.name for file in files if not file.exists()]
             if absent:
@@ -114,12 +119,24 @@ def load_pickle(file: Path) -> dict[str, torch.Tensor]:
     containers only, no code runs); anything else is refused naming the file."""
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
         raise KeyMappingError(f"{file}: refused by torch.load(weights_only=True), which reads tensors and plain "
-                              f"containers only: {error}") from None
+                              f"containers only: {_load_failure(error)}") from None
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise KeyMappingError(f"{file}: not a state dict of tensors")
     return loaded
+
+
+def _load_failure(error: BaseException) -> str:
+    """Why torch.load refused a file, in one sentence (never torch's advice to load it with weights_only=False)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    foreign = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if foreign:
+        return (f"it holds a Python object ({foreign.group(1)}) that loading would import and call, so it is never "
+                "loaded; convert the checkpoint to safetensors where you trust its source")
+    if isinstance(error, EOFError) or "PytorchStreamReader" in text or "truncated" in text.lower():
+        return "the file is truncated or not a PyTorch checkpoint"
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -148,8 +165,8 @@ def is_lisa_checkpoint(directory: str | Path) -> bool:
     if not path.exists():
         return False
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        config = read_json(path)
+    except (OSError, BenchError):
         return False
     names = " ".join(config.get("architectures") or []) + " " + str(config.get("model_type", ""))
     return "name" not in config and ("LISA" in names or "llava" in names.lower())
@@ -429,7 +446,7 @@ def load_lisa(directory: str | Path, clip: str | Path | None, *, dtype: torch.dt
     from transformers.initialization import no_init_weights
 
     directory = Path(directory)
-    record = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    record = read_json(directory / "config.json")
     clip = clip or record.get("mm_vision_tower") or record.get("vision_tower")
     if not clip or not Path(clip).is_dir():
         raise FileNotFoundError(f"{directory}: LISA needs the CLIP ViT-L/14 directory (model-arg clip=DIR); "
@@ -452,12 +469,19 @@ def load_lisa(directory: str | Path, clip: str | Path | None, *, dtype: torch.dt
         sam_config = sam_config_from_weights(parts["sam"], sam_decoder_heads)
     except KeyError as error:  # a weight that fixes a size is absent
         raise KeyMappingError(f"{directory} (SAM): missing keys [{error.args[0]!r}]") from None
+    def build_llava() -> nn.Module:
+        llava = LlavaForConditionalGeneration(llava_config)
+        llava.model.multi_modal_projector = SingleLinearProjector(vision.hidden_size, text.hidden_size)
+        return llava
+
+    shapes = {key: list(value.shape) for key, value in parts["llava"].items()}  # before allocating: sizes fit
+    check_layer_counts(record, shapes, directory / "config.json")
+    check_parameter_count(build_llava, shapes, directory / "config.json")
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # allocate the 7B once, in the dtype it runs in
     try:
         with no_init_weights():
-            llava = LlavaForConditionalGeneration(llava_config)
-            llava.model.multi_modal_projector = SingleLinearProjector(vision.hidden_size, text.hidden_size)
+            llava = build_llava()
             sam = SamModel(sam_config)
     finally:
         torch.set_default_dtype(default_dtype)

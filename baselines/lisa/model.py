@@ -37,7 +37,7 @@ from torch import nn
 from transformers import SamModel
 
 from baselines.common import RivalModule
-from baselines.lisa.sam import bce_loss, dice_loss, encoder_size, postprocess_masks, sam_pixels
+from baselines.lisa.sam import bce_loss, check_sam, dice_loss, encoder_size, postprocess_masks, sam_pixels
 
 SEG_TOKEN = "[SEG]"
 SEG_STATES = ("predict", "token")
@@ -363,4 +363,5 @@ def build_tiny_lisa(config: LisaConfig, seed: int = 0) -> Lisa:
     add_seg_token(vlm, processor)
     torch.manual_seed(seed)
     language = QwenLanguage(vlm, processor, config.max_tokens, record["answer_word"], record["end_word"])
+    check_sam(sam_directory)
     return Lisa(language, SamModel.from_pretrained(sam_directory, use_safetensors=True), config)

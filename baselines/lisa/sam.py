@@ -340,7 +340,15 @@ def load_sam(directory: str | Path) -> SamModel:
     directory = Path(directory)
     if not (directory / "config.json").exists():
         raise FileNotFoundError(f"{directory}: no SAM checkpoint (config.json + model.safetensors expected)")
+    check_sam(directory)
     return SamModel.from_pretrained(directory, use_safetensors=True)
+
+
+def check_sam(directory: Path) -> None:
+    """A SAM checkpoint's config.json checked against its weights before anything is allocated."""
+    from bench.weights_check import check_checkpoint
+
+    check_checkpoint(directory, lambda values: SamModel(SamConfig.from_dict(values)))
 
 
 class SamTinyTrainer(Trainer):
