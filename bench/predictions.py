@@ -23,13 +23,18 @@ from typing import Any, BinaryIO
 
 from bench.errors import DataFormatError
 from bench.masks import RLEError, counts_valid, rle_counts
-from bench.safefiles import LINE_LIMIT, atomic_file, bounded_lines, open_binary
+from bench.safefiles import LINE_LIMIT, atomic_file, bounded_lines, expansion_limit, open_binary
 
 GZ = ".gz"
 
 
 def is_gzipped(path: Path) -> bool:
     return Path(path).name.endswith(GZ)
+
+
+def _total(path: Path) -> int | None:
+    """The bytes a gzipped predictions stream may expand to (`expansion_limit`); None for a plain file."""
+    return expansion_limit(path) if is_gzipped(path) else None
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -91,7 +96,7 @@ def _iter_lines(path: Path, validate: bool = True) -> Iterator[tuple[int, int, d
     hold U+2028 or U+0085, which str.splitlines would take for line ends."""
     with _open_binary(path) as handle:
         offset = 0
-        for number, raw in enumerate(bounded_lines(handle, path), start=1):
+        for number, raw in enumerate(bounded_lines(handle, path, total=_total(path)), start=1):
             if raw.strip():
                 yield number, offset, parse_line(path, number, raw, validate)
             offset += len(raw)
@@ -269,7 +274,7 @@ def _convert(source: Path, target: Path) -> Path:
     """Copy `source` into `target` atomically, gunzipping or gzipping by their names, then remove `source`.
     A kill in between leaves both, identical in content; readers take the plain one first."""
     with _open_binary(source) as reader:
-        _write_atomic(target, lambda writer: writer.writelines(bounded_lines(reader, source)))
+        _write_atomic(target, lambda writer: writer.writelines(bounded_lines(reader, source, total=_total(source))))
     source.unlink()
     return target
 
@@ -291,7 +296,7 @@ def readable_predictions(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="bench-predictions-") as scratch:
         plain = Path(scratch) / path.name[: -len(GZ)]
         with _open_binary(path) as source, open(plain, "xb") as target:
-            target.writelines(bounded_lines(source, path))
+            target.writelines(bounded_lines(source, path, total=_total(path)))
         yield plain
 
 

@@ -5,7 +5,7 @@
   is removed and the message names the file.
 - Read files are opened without blocking and refused unless regular (`open_regular`: no FIFO, device or socket,
   also behind a link), and have a size limit checked before they are read (`read_limited`, `read_json`).
-- Streams are bounded per line (`bounded_lines`), gzip included.
+- Streams are bounded per line and gzip streams in all (`bounded_lines`, `expansion_limit`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from bench.errors import BenchError, DataFormatError
 JSON_LIMIT = 1 << 30  # bytes of one JSON file (annotation files of the real datasets are far smaller)
 SMALL_JSON_LIMIT = 16 << 20  # bytes of a configuration or record file (run.json, config.json, runs.toml, ...)
 LINE_LIMIT = 64 << 20  # bytes of one line of a stream (a predictions line holds one RLE)
+GZIP_EXPANSION = 100  # a gzipped stream expands to at most this many times its size (predictions: about 4)
+GZIP_FLOOR = 1 << 30  # ... or to this many bytes, whichever is more
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -92,10 +94,12 @@ def read_json(path: str | Path, limit: int = JSON_LIMIT) -> Any:
     return parse_json(read_text(path, limit), path)
 
 
-def bounded_lines(handle: BinaryIO, source: str | Path, limit: int = LINE_LIMIT) -> Iterator[bytes]:
-    """The lines of a binary stream, split on b"\\n"; a line over `limit` bytes, or a stream that cannot be
-    read (a truncated or foreign gzip), is a DataFormatError naming `source` and the line."""
-    number = 0
+def bounded_lines(handle: BinaryIO, source: str | Path, limit: int = LINE_LIMIT,
+                  total: int | None = None) -> Iterator[bytes]:
+    """The lines of a binary stream, split on b"\\n"; a line over `limit` bytes, more than `total` bytes in all
+    (a gzip bomb), or a stream that cannot be read (a truncated or foreign gzip) is a DataFormatError naming
+    `source` and the line."""
+    number = read = 0
     while True:
         number += 1
         try:
@@ -106,7 +110,15 @@ def bounded_lines(handle: BinaryIO, source: str | Path, limit: int = LINE_LIMIT)
             return
         if len(raw) > limit:
             raise DataFormatError(f"{source}:{number}: a line over {limit} bytes; refused")
+        read += len(raw)
+        if total is not None and read > total:
+            raise DataFormatError(f"{source}:{number}: expands to over {total} bytes (a gzip bomb?); refused")
         yield raw
+
+
+def expansion_limit(path: str | Path) -> int:
+    """How many bytes a gzipped file may expand to: GZIP_EXPANSION times its size, at least GZIP_FLOOR."""
+    return max(GZIP_FLOOR, GZIP_EXPANSION * os.stat(path).st_size)
 
 
 def refuse_input_as_output(source: str | Path, outputs: Iterable[str | Path]) -> None:

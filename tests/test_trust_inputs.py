@@ -212,3 +212,20 @@ def test_a_fifo_annotation_is_refused_not_waited_on(tmp_path: Path):
     made = _bench("run", "--suite", "reasonseg", "--split", "val", "--model", "oracle", "--data-root", str(tmp_path),
                   "--out", str(tmp_path / "out"), "--no-progress", "--bootstrap", "0", timeout=60)
     assert made.returncode == 2 and "b.json" in made.stderr and "regular file" in made.stderr, made.stderr[-2000:]
+
+
+def test_a_gzip_bomb_is_refused_before_anything_is_copied(tmp_path: Path, capsys, monkeypatch):
+    import gzip
+
+    from bench import safefiles
+
+    monkeypatch.setattr(safefiles, "GZIP_FLOOR", 1 << 20)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(gzip.compress((b" " * 60000 + b"\n") * 200))  # 12 MB of blank lines in a few kB
+    code = main(["score", "--suite", "refcoco", "--split", "val", "--predictions", str(bomb), "--data-root",
+                 str(root), "--out", str(tmp_path / "out"), "--bootstrap", "0"])
+    assert code == 2 and "gzip bomb" in capsys.readouterr().err
+    assert list((tmp_path / "tmp").iterdir()) == []
