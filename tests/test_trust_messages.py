@@ -15,7 +15,7 @@ import pytest
 from test_hostile import SQUARE, write_refer
 
 from bench.cli import main
-from bench.errors import DataFormatError
+from bench.errors import BenchError, DataFormatError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "genmask" / "checkpoints" / "tiny"
@@ -60,6 +60,21 @@ def test_a_checkpoint_config_that_does_not_fit_its_weights_is_refused_before_all
     """)
     made = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert made.returncode == 0 and "refused" in made.stdout and "config.json" in made.stdout, made.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("component", "change"), [("config.json", {"transformer": 5}),
+                                                   ("config.json", {"image_size": "big"}),
+                                                   ("transformer/config.json", {"num_attention_heads": "x"}),
+                                                   ("instruction_encoder/config.json", {"text_config": 7}),
+                                                   ("vae/config.json", {"base_dim": -5})])
+def test_a_malformed_genmask_config_is_a_message(tmp_path: Path, component: str, change: dict):
+    from genmask.model import GenMask
+
+    checkpoint = _tiny_copy(tmp_path)
+    config_file = checkpoint / component
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **change}))
+    with pytest.raises((BenchError, ValueError), match=str(config_file)):
+        GenMask.from_pretrained(checkpoint)
 
 
 def test_the_shipped_checkpoint_passes_the_check():
