@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.models.base import ModelInput, SegModel
+from bench.rundir import read_json
 from bench.training import Trainer
 from bench.training.trainers import print_summary
 from genmask.config import TrainConfig, apply_nested, apply_overrides, load_override_file
@@ -409,14 +410,14 @@ def load_rival(trainer: type[RivalTrainer], directory: str | Path, device: str =
     if not config_path.exists():
         raise FileNotFoundError(f"{trainer.name}: no checkpoint at {directory} (expected {CONFIG_FILE} and "
                                 f"{WEIGHTS_FILE})")
-    data = json.loads(config_path.read_text(encoding="utf-8"))
+    data = read_json(config_path)
     if data.get("name") != trainer.name:
         raise ValueError(f"{config_path}: a {data.get('name')!r} checkpoint, not {trainer.name!r}")
     config = trainer.config_from_dict(data, source=str(config_path))
     module = trainer.build(config)
     load_weights(module, directory / WEIGHTS_FILE)
     metrics_path = directory / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
     return module.to(device).eval(), config, metrics
 
 

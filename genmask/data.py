@@ -13,7 +13,6 @@ with the frozen VAE and cached (`bench.training.cache`).
 from __future__ import annotations
 
 import itertools
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from bench.safefiles import read_json
 from genmask.config import TrainConfig
 from genmask.model import GenMask, images_to_tensor, masks_to_tensor, resize_image
 
@@ -107,7 +107,7 @@ def coco_captions(path: str | Path, image_size: int, limit: int) -> tuple[np.nda
     """(images, captions) from a COCO captions file; images are read from the folder named like the file's
     split beside its `annotations/` folder (captions_train2017.json -> ../train2017/), one caption each."""
     path = Path(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     folder = path.parent.parent / path.stem.removeprefix("captions_")
     files = {image["id"]: image["file_name"] for image in data["images"]}
     images, texts, seen = [], [], set()

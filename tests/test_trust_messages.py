@@ -188,3 +188,11 @@ def test_cuda_without_cuda_is_refused_before_anything_is_recorded(tmp_path: Path
     root = _data(tmp_path)
     assert main(_run_args(root, tmp_path / "out", "--device", "cuda")) == 2
     assert "CUDA" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_hostile_training_log_is_a_message(tmp_path: Path):
+    from bench.training.log import read_log
+
+    (tmp_path / "log.jsonl").write_text('{"step": 1}\n{"step": ' + "9" * 5000 + "}\n")
+    with pytest.raises(DataFormatError, match="log.jsonl"):
+        read_log(tmp_path / "log.jsonl")

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.safefiles import read_text
+
 CLAIMS_CSV = "claims.csv"
 CLAIMS_HEADING = "## Claims"
 
@@ -28,7 +30,7 @@ def read_claims(folder: Path, summary: str) -> list[Claim] | None:
     if (folder / CLAIMS_CSV).is_file():
         return csv_claims(folder / CLAIMS_CSV)
     if (folder / summary).is_file():
-        return summary_claims((folder / summary).read_text(encoding="utf-8")) or None
+        return summary_claims(read_text(folder / summary)) or None
     return None
 
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.safefiles import JSON_LIMIT, parse_json, read_text
+
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same curve gives the same bytes
 
 
@@ -24,7 +26,8 @@ class JsonlLog:
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """The log's records; lines split on "\\n" only (str.splitlines also splits inside strings holding a raw
     U+2028 or U+0085, which JSON allows)."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+    text = read_text(path, JSON_LIMIT)
+    return [parse_json(line, path) for line in text.split("\n") if line.strip()]
 
 
 def validation_curve(records: list[dict[str, Any]], field: str, prefix: str = "ciou_") -> list[dict[str, Any]]:
