@@ -21,7 +21,7 @@ import pytest
 
 from bench.ablate.cells import Cell
 from bench.ablate.executors import CellJob, Cluster, job_argv, minutes, slurm_parameters
-from bench.ablate.jobs import Submitted, failure_report, log_tail, to_submit
+from bench.ablate.jobs import Submitted, failure_notes, failure_report, log_tail, to_submit
 from bench.ablate.spec import load_ablation
 from bench.cli import main
 from bench.errors import BenchError
@@ -53,6 +53,19 @@ def test_the_sbatch_script_asks_for_each_cells_resources(tmp_path):
                  "--signal=USR2@90"]:
         assert f"#SBATCH {line}\n" in script
     assert "#SBATCH --exclusive\n" in script and "srun" in script
+
+
+def test_a_cell_without_time_asks_for_its_partitions_limit(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sinfo").write_text('#!/bin/sh\ncase "$*" in *"-p gpu"*) echo "gpu 2-00:00:00";; *"-p none"*) ;; '
+                                '*) echo "debug* infinite"; echo "gpu 2-00:00:00";; esac\n')
+    (fake / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    assert slurm_parameters(Cluster(executor="slurm", partition="gpu"), "steps")["time"] == 2 * 24 * 60
+    assert slurm_parameters(Cluster(executor="slurm"), "steps")["time"] == 30 * 24 * 60  # unlimited default partition
+    with pytest.raises(BenchError, match="sinfo names no partition none"):
+        slurm_parameters(Cluster(executor="slurm", partition="none"), "steps")
 
 
 def _cell(variant: str = "frame", seed: int = 0) -> Cell:
@@ -106,6 +119,18 @@ def test_interrupted_cells_are_resubmitted_only_with_resume_and_never_while_thei
     (fake / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     assert to_submit(cells, out, is_complete, is_started, resume=True) == cells[2:]  # frame's job still runs
+
+
+def test_collect_names_the_job_of_each_missing_cell_with_its_logs_last_lines(tmp_path):
+    out, cell = tmp_path / "out", _cell("frame")
+    cell.directory(out).mkdir(parents=True)
+    (cell.directory(out) / "job.err").write_text("training frame:0\nMemoryError\n")
+    (out / "jobs").mkdir()
+    (out / "jobs" / "cells.json").write_text(json.dumps({cell.directory(out).name: {
+        "cell": "frame:0", "executor": "local", "job": "77"}, "broken": "not an entry"}))
+    notes = failure_notes(out, [cell, _cell("none")], lambda directory: False)
+    assert notes == [f"frame:0: local job 77 ended; last lines of {cell.directory(out) / 'job.err'}:\n"
+                     "    training frame:0\n    MemoryError"]
 
 
 def test_slurm_only_flags_need_the_slurm_executor(capsys):
@@ -174,8 +199,7 @@ def _checkpoint_step(cache: Path) -> int:
 
 
 def _interrupt_mid_training(tmp_path: Path, name: str, signum: int, *needles: str) -> subprocess.CompletedProcess:
-    """Run frame:0 through the local executor, send `signum` to the process that holds `needles` once its training
-    has checkpointed step 3, and let the call finish."""
+    """frame:0 through the local executor; `signum` to the process holding `needles` once step 3 is checkpointed."""
     cache, out = tmp_path / f"cache-{name}", tmp_path / name
     command = [sys.executable, "-m", "bench", "ablate", "shortcut", "--budget", "smoke", "--only", "frame:0",
                "--set", LONGER_TRAINING, "--out", str(out), "--executor", "local"]

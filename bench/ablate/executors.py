@@ -28,6 +28,7 @@ EXECUTORS = ("inline", "local", "slurm")
 JOBS = "jobs"  # OUT/jobs: submitit's folder
 LINKS = {"job.out": "stdout", "job.err": "stderr"}  # in each cell directory, to the files of the job making it
 LOCAL_TIME = "7-00:00:00"  # a local job's limit when --time is not given (submitit's default is 2 minutes)
+UNLIMITED_TIME = "30-00:00:00"  # what a cell without --time asks of a partition without a time limit
 STOPPED_WAIT_S = 600  # how long a job whose cell the scheduler stopped waits to be killed or requeued
 
 
@@ -80,14 +81,28 @@ def slurm_parameters(cluster: Cluster, name: str) -> dict[str, Any]:
         extra["mem"] = cluster.mem
     parameters: dict[str, Any] = {"job_name": f"ablate-{name}", "ntasks_per_node": 1, "nodes": 1,
                                   "stderr_to_stdout": False, "additional_parameters": extra}
-    if cluster.time:
-        parameters["time"] = minutes(cluster.time)
+    parameters["time"] = minutes(cluster.time or partition_time_limit(cluster.partition))
     for key, value in {"partition": cluster.partition, "cpus_per_task": cluster.cpus_per_cell,
                        "gpus_per_node": cluster.gpus_per_cell or None,
                        "array_parallelism": cluster.array_parallelism}.items():
         if value is not None:
             parameters[key] = value
     return parameters
+
+
+def partition_time_limit(partition: str | None) -> str:
+    """The time limit sinfo gives `partition` (or the default one), for cells without --time; UNLIMITED_TIME if none."""
+    try:
+        lines = subprocess.run(["sinfo", "-h", "-o", "%P %l", *(["-p", partition] if partition else [])],
+                               capture_output=True, text=True, timeout=60).stdout.split("\n")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"sinfo could not give the partition's time limit ({exc}); pass --time") from None
+    rows = [line.split() for line in lines if len(line.split()) == 2]
+    limits = [limit for name, limit in rows if partition or name.endswith("*")]  # sinfo stars the default
+    if not limits:
+        raise BenchError(f"sinfo names no {'partition ' + partition if partition else 'default partition'}; "
+                         "pass --slurm-partition or --time")
+    return UNLIMITED_TIME if limits[0] in ("infinite", "UNLIMITED") else limits[0]
 
 
 def make_executor(cluster: Cluster, out: Path, name: str) -> Any:
@@ -112,9 +127,7 @@ def job_argv(cell: Cell, out: Path, flags: list[str], data_root: str | None) -> 
 
 
 class CellJob:
-    """What a job runs: one cell's command line in a child process (under torchrun when the cell has several
-    GPUs); checkpointed by submitit on preemption or time limit, i.e. requeued to resume (duck-typed
-    `submitit.helpers.Checkpointable`, so importing this module needs no submitit)."""
+    """What a job runs: the cell's command in a child process, requeued by submitit's `checkpoint` hook to resume."""
 
     def __init__(self, argv: list[str], directory: str, cwd: str, processes: int = 1,
                  env: dict[str, str | None] | None = None):
@@ -161,8 +174,7 @@ class CellJob:
         return self.directory
 
     def checkpoint(self) -> Any:
-        """submitit's hook on preemption or time limit: stop the cell (its checkpoints are on disk) and requeue the
-        same command, which resumes."""
+        """submitit's hook on preemption or time limit: stop the cell (its checkpoints are on disk), requeue it."""
         from submitit.helpers import DelayedSubmission
 
         self.stop_child()

@@ -49,8 +49,14 @@ class Submitted:
 
 
 def read_record(out: Path) -> dict[str, dict[str, str]]:
+    """OUT/jobs/cells.json ({} before any submission)."""
+    from bench.safefiles import SMALL_JSON_LIMIT, read_json
+
     path = Path(out) / JOBS / RECORD
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record = read_json(path, SMALL_JSON_LIMIT) if path.is_file() else {}
+    entries = record.items() if isinstance(record, dict) else []
+    return {name: entry for name, entry in entries  # an entry edited out of shape is ignored, not a crash
+            if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("cell", "executor", "job"))}
 
 
 def write_record(out: Path, submitted: list[Submitted], executor: str) -> None:
@@ -68,6 +74,8 @@ def still_queued(out: Path, cells: list[Cell]) -> dict[str, str]:
     jobs = {cell.name: record[cell.directory(out).name]["job"] for cell in cells
             if record.get(cell.directory(out).name, {}).get("executor") == "slurm"}
     states = slurm_states(list(jobs.values())) if jobs else {}
+    if states is None:
+        print(f"squeue failed: cannot tell whether SLURM jobs {', '.join(jobs.values())} still run", file=sys.stderr)
     return {name: job for name, job in jobs.items() if states is not None and ended(states.get(job)) is None}
 
 
