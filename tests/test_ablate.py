@@ -117,7 +117,9 @@ def test_steps_smoke_writes_table_report_and_run_directories_and_reuses_them(tmp
         assert run["command"] == (f"python -m bench ablate steps --budget smoke --only {row['variant']}:0 "
                                   f"--out {out.as_posix()}")
     report = (out / "report.md").read_text()
-    assert "One step suffices" in report and any(f"**{v}**" in report for v in ("agrees", "disagrees", "inconclusive"))
+    assert "One step suffices" in report and any(f"**{v}**" in report for v in ("agrees", "disagrees", "inconclusive",
+                                                                              "no verdict"))
+    assert "Regime check: the reference `1-step` minus the context baseline `every-object`" in report
     assert (out / "plots" / "quality.png").read_bytes()[:4] == b"\x89PNG"
     before = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
     capsys.readouterr()
