@@ -143,8 +143,8 @@ def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
             axes.plot(steps, [sum(v) / len(v) for v in values], marker="o", markersize=3,
                       label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
             axes.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
-        axes.set(xlabel="training step", ylabel="validation cIoU %, one step",
-                 title="in-training validation (held-out synthetic scenes): mean, band = seeds' range")
+        axes.set(xlabel="training step", ylabel="validation cIoU %, one step")
+        axes.set_title("in-training validation, held-out scenes (mean; band: seeds' range)", fontsize="medium")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
         figure.tight_layout()
