@@ -100,7 +100,7 @@ def run(options: Options) -> int:
     missing = [(cell.name, cell_command(ablation.name, options.budget, cell.name, out, options.cell_flags()))
                for cell in cells if not kind.is_complete(cell.directory(out))]
     paths = kind.assemble(ablation, options.budget, cells, out, command_line(options, out), missing)
-    for directory in declare_cells(out, cells, kind.is_complete):
+    for directory in declare_cells(out, cells + ([context] if context else []), kind.is_complete):
         print(f"declared {directory} in runs.toml", file=sys.stderr)
     for name, command in missing:
         print(f"missing: {name}; make it with: {command}", file=sys.stderr)
