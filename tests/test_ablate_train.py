@@ -54,9 +54,9 @@ def test_shortcut_smoke_trains_evaluates_and_a_cell_interrupted_after_training_i
     (tmp_path / "runs.toml").write_text("# the committed runs\n")
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
     declared = read_declared(tmp_path)  # complete cells below a results directory are declared there ...
-    assert [entry.label for entry in declared] == ["untrained", "frame", "none"]
+    assert [entry.label for entry in declared] == ["untrained", "frame", "none", "context-every-object"]
     assert {run.name for run in load_runs(tmp_path)} == {e.directory for e in declared}  # ... and check out
-    cells = sorted((tmp_path / "whole" / "runs").iterdir())
+    cells = sorted(c for c in (tmp_path / "whole" / "runs").iterdir() if not c.name.startswith("context-"))
     assert [c.name.split("-s0-")[0] for c in cells] == ["frame", "none", "untrained"]
     for cell in cells:
         training = json.loads((cell / "training.json").read_text())
