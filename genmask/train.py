@@ -25,7 +25,6 @@ mixed batches keep one shape.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -39,17 +38,15 @@ from diffusers import AutoencoderKLWan
 from torch import nn
 from tqdm import tqdm
 
-from bench.training import Trainer
 from bench.training.cache import cached_arrays
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
-from bench.training.process import launched_as_main, make_accelerator
+from bench.training.process import make_accelerator
 from bench.training.seeding import step_generator
-from bench.training.trainers import print_summary
 from bench.training.validation import ciou, sample_scores, validation_metrics
-from genmask.config import GenMaskConfig, apply_overrides, dotted_items, load_override_file, preset
+from genmask.config import GenMaskConfig
 from genmask.data import (
     GroupedSegData,
     coco_captions,
@@ -435,54 +432,9 @@ def training_records(model: GenMask, points: int = 99) -> dict:
     return records
 
 
-# -------------------------------------------------------------------------------------------- CLI
-T2I_STAGE = ["train.seg_fraction=0.0", "shortcut=none", "encoder.freeze=true"]
-
-
-def resolve_config(args: argparse.Namespace) -> GenMaskConfig:
-    """The preset, then the t2i stage's settings, then the override file, then `key=value` overrides."""
-    config = apply_overrides(preset(args.preset), T2I_STAGE if args.stage == "t2i" else [])
-    if args.config:
-        load_override_file(config, args.config)
-    return apply_overrides(config, args.overrides)
-
-
-class GenMaskTrainer(Trainer):
-    """`bench train --model genmask`: the vae stage, the t2i foundation, then the dit stage on the trained VAE."""
-
-    name = "genmask"
-    description = "Train GenMask (vae, t2i or dit stage)."
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--preset", default="tiny", help="named preset: tiny, paper, micro (default tiny)")
-        parser.add_argument("--config", help="JSON or TOML file of (nested) config overrides")
-        parser.add_argument("--stage", choices=["vae", "t2i", "dit"], default="dit",
-                            help="vae, t2i (text-to-image foundation) or dit (segmentation; default)")
-        parser.add_argument("overrides", nargs="*", help="key=value config overrides, dotted for nested keys")
-
-    @classmethod
-    def epilog(cls) -> str:
-        keys = "\n".join(f"  {key} = {json.dumps(value)}" for key, value in dotted_items(preset("tiny").to_dict()))
-        return f"configuration keys (key=value overrides; the tiny preset's values):\n{keys}"
-
-    @classmethod
-    def run(cls, args: argparse.Namespace) -> int:
-        config = resolve_config(args)
-        torch.set_num_threads(config.train.threads)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        main = launched_as_main()  # under torchrun / accelerate launch only rank 0 writes
-        if main:
-            (out / f"config-{args.stage}.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
-        stage = train_vae if args.stage == "vae" else train_dit
-        metrics = stage(config, out, args.resume, args.new_schedule)
-        if main:
-            print_summary(metrics, out)
-        return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m genmask.train ...` (torchrun, accelerate launch): the registered trainer
     import sys
 
-    raise SystemExit(GenMaskTrainer.main(sys.argv[1:]))
+    from bench.training import TRAINERS
+
+    raise SystemExit(TRAINERS.get("genmask").main(sys.argv[1:]))

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from bench.training.seeding import step_generator
-from genmask.train import GenMaskTrainer, make_batch
+from genmask.train import make_batch
+from genmask.trainer import GenMaskTrainer
 
 
 @pytest.fixture(scope="module")

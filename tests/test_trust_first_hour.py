@@ -28,7 +28,7 @@ def test_bench_train_without_a_model_says_which_there_are(capsys):
 
 
 def test_genmask_train_help_lists_the_configuration_keys():
-    from genmask.train import GenMaskTrainer
+    from genmask.trainer import GenMaskTrainer
 
     text = GenMaskTrainer.build_parser().format_help()
     assert "transformer.num_layers = 6" in text and "train.lr" in text
@@ -78,3 +78,18 @@ def test_generate_says_what_it_wrote_and_which_caption_each_image_shows(tmp_path
     assert str(tmp_path / "out") in made.stdout
     assert json.loads((tmp_path / "out" / "captions.json").read_text()) == {"caption_0.png": "a red square",
                                                                             "caption_1.png": "a blue circle"}
+
+
+def test_genmask_trainer_help_loads_no_deep_learning_library() -> None:
+    """`bench train --model genmask --help` answers at once: torch, diffusers and transformers load only to train."""
+    import subprocess
+    import sys
+
+    script = ("import contextlib, io, sys\nfrom bench.cli import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+              "    try:\n        main(['train', '--model', 'genmask', '--help'])\n    except SystemExit:\n        pass\n"
+              "assert 'train.seg_sampler' in out.getvalue()\n"
+              "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
