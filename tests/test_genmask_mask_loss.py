@@ -65,9 +65,9 @@ def test_without_weight_the_loss_is_the_latent_mse_and_with_it_gradients_reach_t
 
     model, batch = micro_batch(masks=True)
     readout = LatentReadout(torch.randn(4, 16), torch.zeros(16), factor=4)
-    plain = FlowMatchingLoss(model)(**{k: v for k, v in batch.items() if k != "masks"})
-    assert float(FlowMatchingLoss(model, readout, 0.0)(**batch)) == pytest.approx(float(plain))
+    plain = FlowMatchingLoss(model)(**{k: v for k, v in batch.items() if k != "masks"}).item()
+    assert FlowMatchingLoss(model, readout, 0.0)(**batch).item() == pytest.approx(plain)
     combined = FlowMatchingLoss(model, readout, 0.5)(**batch)
-    assert float(combined) > float(plain) and math.isfinite(float(combined))
+    assert combined.item() > plain and math.isfinite(combined.item())
     combined.backward()
     assert model.transformer.proj_out.weight.grad is not None and model.transformer.proj_out.weight.grad.abs().sum() > 0
