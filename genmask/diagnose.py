@@ -64,7 +64,8 @@ def diagnose(model: GenMask, data: SegData, steps: tuple[int, ...] = (1, 4), see
     return result
 
 
-THRESHOLD_GRID = tuple(round(-0.9 + 0.1 * i, 1) for i in range(15))  # -0.9 ... 0.5 on the decoded [-1, 1] scale
+# on the decoded [-1, 1] scale: fine steps near -1, where faint one-step masks are cut best, then -0.9 ... 0.5
+THRESHOLD_GRID = (-0.99, -0.98, -0.97, -0.95, *(round(-0.9 + 0.1 * i, 1) for i in range(15)))
 
 
 def calibrate_threshold(model: GenMask, data: SegData, grid: tuple[float, ...] = THRESHOLD_GRID, seed: int = 0,
