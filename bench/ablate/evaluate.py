@@ -93,7 +93,7 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     checks, passed = control_check(ablation, results, protocol)
     reference_cell = next((cell for cell in cells if cell.variant == ablation.reference), None)
     regime, in_regime = regime_check(ablation, results.get(ablation.reference, []),
-                                     _context_results(ablation, cells, out, reported), protocol,
+                                     _context_results(ablation, reference_cell, out, reported), protocol,
                                      answer_suites(ablation, reference_cell) if reference_cell else [])
     checks += regime
     if not (passed and in_regime):
@@ -129,9 +129,8 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     return report.write_files(out, files)
 
 
-def _context_results(ablation: Ablation, cells: list[Cell], out: Path, reported: set[str]) -> list[CellResult]:
+def _context_results(ablation: Ablation, reference: Cell | None, out: Path, reported: set[str]) -> list[CellResult]:
     """The context baseline's complete cell on the reported splits ([] when missing or not checked)."""
-    reference = next((cell for cell in cells if cell.variant == ablation.reference), None)
     cell = context_cell(ablation, reference) if reference else None
     if cell is None or not is_complete(cell.directory(out)):
         return []
