@@ -14,10 +14,8 @@ import dataclasses
 from bench.ablate.cells import Cell
 from bench.ablate.spec import Ablation, EvalConfig
 
-DEFAULT_CONTEXT = "every-object"
 
-
-def answer_suites(ablation: Ablation, reference: Cell) -> list[str]:
+def answer_suites(reference: Cell) -> list[str]:
     """The reference's suites whose annotated objects are the target's own shapes (ReasonSeg format): there a context
     baseline reads the answer, so no regime check is possible."""
     from bench.suites import SUITES
@@ -29,7 +27,7 @@ def answer_suites(ablation: Ablation, reference: Cell) -> list[str]:
 def context_cell(ablation: Ablation, reference: Cell) -> Cell | None:
     """The context baseline's cell for the reference's data (None when the ablation has no context check or a suite
     annotates only the target)."""
-    if not ablation.context or not isinstance(reference.config, EvalConfig) or answer_suites(ablation, reference):
+    if not ablation.context or not isinstance(reference.config, EvalConfig) or answer_suites(reference):
         return None
     config = reference.config
     evaluation = EvalConfig(model=ablation.context, suites=list(config.suites), splits=config.splits,

@@ -94,7 +94,7 @@ def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, comm
     reference_cell = next((cell for cell in cells if cell.variant == ablation.reference), None)
     regime, in_regime = regime_check(ablation, results.get(ablation.reference, []),
                                      _context_results(ablation, reference_cell, out, reported), protocol,
-                                     answer_suites(ablation, reference_cell) if reference_cell else [])
+                                     answer_suites(reference_cell) if reference_cell else [])
     checks += regime
     if not (passed and in_regime):
         verdicts = withheld(verdicts)
