@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=int, help="seeds per variant (default: the budget's)")
     ablate.add_argument("--suite", nargs="+", help="evaluate on these suites (every split but train) instead")
     ablate.add_argument("--data-root", help="root of the real datasets (default: $BENCH_DATA_ROOT)")
-    ablate.add_argument("--out", type=Path, help="output directory (default: results/ablations/NAME)")
+    ablate.add_argument("--out", type=Path, help="output directory (default: $BENCH_RUNS/ablations/NAME, i.e. runs/ablations/NAME; committed pages pass --out results/ablations/NAME)")
     ablate.add_argument("--resume", action="store_true", help="finish the cells a crash left half done")
     ablate.add_argument("--only", metavar="VARIANT[:SEED]", help="make this one cell (or variant) and write no table")
     ablate.add_argument("--collect", action="store_true",

@@ -102,7 +102,7 @@ def test_a_failed_cell_is_reported_with_its_logs_last_lines_and_the_command_that
 
 def test_interrupted_cells_are_resubmitted_only_with_resume_and_never_while_their_job_is_queued(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    cells = [_cell("untrained"), _cell("frame"), _cell("none")]
+    cells = [_cell("channel"), _cell("frame"), _cell("none")]
     complete, started = cells[0].directory(out), cells[1].directory(out)
     started.mkdir(parents=True)
     (started / "training.json").write_text("{}")
@@ -157,7 +157,7 @@ def test_two_cells_in_parallel_through_the_local_executor_give_the_in_process_ta
     assert "shortcut cells: 100%" in capsys.readouterr().err
     assert _table(out) == _table(tmp_path / "inline")
     record = json.loads((out / "jobs" / "cells.json").read_text())
-    assert sorted(entry["cell"] for entry in record.values()) == ["frame:0", "none:0", "untrained:0"]
+    assert sorted(entry["cell"] for entry in record.values()) == ["frame:0", "none:0"]
     for name, entry in record.items():  # each cell links its job's logs, which hold the cell's own output
         assert (out / "runs" / name / "job.err").resolve() == (out / "jobs" / f"{entry['job']}_0_log.err").resolve()
         assert f"--only {entry['cell']}" in (out / "runs" / name / "job.err").read_text()

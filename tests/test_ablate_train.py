@@ -47,26 +47,28 @@ def _table(out: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_shortcut_smoke_trains_evaluates_and_a_cell_interrupted_after_training_is_resumed(tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_timeshift_smoke_trains_evaluates_and_a_cell_interrupted_after_training_is_resumed(tmp_path, monkeypatch,
+                                                                                           capsys):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    common = ["ablate", "shortcut", "--budget", "smoke"]
+    common = ["ablate", "timeshift", "--budget", "smoke"]
     (tmp_path / "runs.toml").write_text("# the committed runs\n")
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
     declared = read_declared(tmp_path)  # complete cells below a results directory are declared there ...
-    assert [entry.label for entry in declared] == ["untrained", "frame", "none", "context-every-object"]
+    assert [entry.label for entry in declared] == ["untrained@1", "tail-0.05@1", "tail-0.5@1", "context-every-object"]
     assert {run.name for run in load_runs(tmp_path)} == {e.directory for e in declared}  # ... and check out
     cells = sorted(c for c in (tmp_path / "whole" / "runs").iterdir() if not c.name.startswith("context-"))
-    assert [c.name.split("-s0-")[0] for c in cells] == ["frame", "none", "untrained"]
+    assert [c.name.split("-s0-")[0] for c in cells] == ["tail-0.05@1", "tail-0.5@1", "untrained@1"]
     for cell in cells:
         training = json.loads((cell / "training.json").read_text())
         steps = 0 if cell.name.startswith("untrained") else 2
-        assert training["metrics"]["step"] == steps and "shortcut=" in " ".join(training["command"])
+        command = " ".join(training["command"])
+        assert training["metrics"]["step"] == steps and "train.init=checkpoint" in command
+        assert "train.lr=0.0001" in command and "train.warmup_steps=0" in command  # the checkpoint's own final rate
     report = (tmp_path / "whole" / "report.md").read_text()
     # two training steps cannot be shown to beat the checkpoint they start from: the page withholds its verdicts
     assert "Control check" in report and "no verdict is given" in report and "**no verdict**" in report
     assert "### Training" in report and "bench train --model genmask" in report
-    assert "ciou(frame) - ciou(none) = " in report  # the first-above-second claim, judged on both cells
+    assert "Δ cIoU vs tail-0.05@1" in report  # every variant against the reference, paired by seed and sample
     assert (tmp_path / "whole" / "plots" / "variants.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plots/variants.png" in report  # every variant and its paired difference, embedded in the report
 
