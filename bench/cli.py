@@ -34,7 +34,7 @@ def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
 
 
 def _add_protocol_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("protocol (recorded with every result; see README)")
+    group = parser.add_argument_group("protocol (recorded with every result; see docs/protocol-and-data.md)")
     group.add_argument("--empty-iou", type=float, default=1.0, choices=[0.0, 1.0],
                        help="IoU of a sample whose gt and prediction are both empty (LISA: 1.0, mmdetection: 0.0)")
     group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="show suites, models and their splits")
 
     run = sub.add_parser("run", help="evaluate a model on suites", formatter_class=argparse.RawDescriptionHelpFormatter,
-                         epilog="Data root: --data-root or $BENCH_DATA_ROOT (layout in README). Synthetic suites need none.")
+                         epilog="Data root: --data-root or $BENCH_DATA_ROOT (layout in docs/protocol-and-data.md). "
+                                "Synthetic suites need none.")
     run.add_argument("--suite", nargs="+", required=True, help="one or more suites (see `bench list`)")
     run.add_argument("--model", required=True, help="a registered model (see `bench list`)")
     run.add_argument("--split", nargs="+", help="splits to evaluate (default: every split but train)")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_cluster_args(ablate: argparse.ArgumentParser) -> None:
-    group = ablate.add_argument_group("cells as jobs (submitit; see README, Cluster)")
+    group = ablate.add_argument_group("cells as jobs (submitit; see docs/ablations.md, Cluster)")
     group.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
                        help="inline: in this process (default); local: local processes; slurm: one job array")
     group.add_argument("--max-parallel", type=int, default=2, metavar="N", help="local: cells at once (default 2)")
