@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench.ablate.cells import Cell
-from bench.ablate.spec import EvalConfig, ablation_names, load_ablation
+from bench.ablate.load import ablation_names, load_ablation
+from bench.ablate.spec import EvalConfig
 from bench.ablate.verdicts import judge
 from bench.cli import main
 from bench.errors import BenchError

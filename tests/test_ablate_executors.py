@@ -22,7 +22,7 @@ import pytest
 from bench.ablate.cells import Cell
 from bench.ablate.executors import CellJob, Cluster, job_argv, minutes, slurm_parameters
 from bench.ablate.jobs import Submitted, failure_notes, failure_report, log_tail, to_submit
-from bench.ablate.spec import load_ablation
+from bench.ablate.load import load_ablation
 from bench.cli import main
 from bench.errors import BenchError
 

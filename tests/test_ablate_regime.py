@@ -6,7 +6,7 @@ import csv
 import functools
 
 from bench.ablate import driver
-from bench.ablate.spec import load_ablation
+from bench.ablate.load import load_ablation
 from bench.cli import main
 
 TOY = """

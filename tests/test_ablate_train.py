@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.ablate import evaluate
 from bench.ablate.cells import Cell
-from bench.ablate.spec import load_ablation
+from bench.ablate.evaluate import EvalKind
+from bench.ablate.load import load_ablation
 from bench.ablate.train import training_directory
 from bench.cli import main
 from bench.report.runs import load_runs, read_declared
@@ -72,11 +72,11 @@ def test_timeshift_smoke_trains_evaluates_and_a_cell_interrupted_after_training_
     assert (tmp_path / "whole" / "plots" / "variants.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plots/variants.png" in report  # every variant and its paired difference, embedded in the report
 
-    real_make = evaluate.make
-    monkeypatch.setattr(evaluate, "make", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real_make = EvalKind.make
+    monkeypatch.setattr(EvalKind, "make", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):  # killed after the first cell's training, before its evaluation
         main([*common, "--out", str(tmp_path / "killed")])
-    monkeypatch.setattr(evaluate, "make", real_make)
+    monkeypatch.setattr(EvalKind, "make", real_make)
     assert not (tmp_path / "killed" / "table.csv").exists()
     assert main([*common, "--out", str(tmp_path / "killed")]) == 2  # started, so not silently redone
     capsys.readouterr()

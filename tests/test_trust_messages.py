@@ -141,7 +141,7 @@ def test_a_run_json_not_utf8_or_too_deep_is_a_message(tmp_path: Path, capsys, co
 
 @pytest.mark.parametrize("content", [b'question = "\xff"', b"a = " + b"[" * 100000 + b"]" * 100000])
 def test_an_ablation_toml_not_utf8_or_too_deep_is_a_message(tmp_path: Path, content: bytes):
-    from bench.ablate.spec import _read_toml
+    from bench.ablate.load import _read_toml
 
     (tmp_path / "x.toml").write_bytes(content)
     with pytest.raises(DataFormatError, match="x.toml"):

@@ -1,11 +1,12 @@
 """`bench ablate NAME`: ablations as small files (a base configuration plus variants as overrides), each cell
 an ordinary run directory keyed by its exact configuration, assembled into a table, plots and a report.
 
-Modules: `spec` (the files, budgets, strict keys), `cells` (keys, directories, --only), `driver` (reuse,
-make, --resume, assemble), `evaluate` (cells evaluated through the runner), `pca` (the VAE latent
+Modules: `load` (the files, budgets, strict keys), `spec` (the parsed ablation, variants resolved), `kinds` (the
+registry of cell kinds), `cells` (keys, directories, --only), `driver` (reuse, make, --resume, assemble), `evaluate`
+(kind "eval": cells evaluated through the runner), `train` (kind "train"), `pca` (kind "pca": the VAE latent
 measurement), `table`, `verdicts` and `report` (the outputs). Definitions: `bench/ablate/defs/NAME.toml`.
 """
 
-from bench.ablate.spec import ablation_names, load_ablation
+from bench.ablate.load import ablation_names, load_ablation
 
 __all__ = ["ablation_names", "load_ablation"]

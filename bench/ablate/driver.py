@@ -9,7 +9,6 @@ source hash), and the report says when cells disagree."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,11 +19,13 @@ from bench.ablate.cells import Cell, cell_command, parse_only, record_provenance
 from bench.ablate.context import context_cell
 from bench.ablate.declare import declare_cells
 from bench.ablate.executors import LINKS as JOB_LOGS
-from bench.ablate.spec import Ablation, load_ablation
+from bench.ablate.kinds import ABLATION_KINDS, AblationKind
+from bench.ablate.load import load_ablation
+from bench.ablate.spec import Ablation
 from bench.errors import BenchError
 from bench.tomlfiles import toml_value
 
-KIND_MODULES = {"eval": "bench.ablate.evaluate", "train": "bench.ablate.train", "pca": "bench.ablate.pca"}  # fingerprints, make, assemble
+
 def default_out(name: str) -> Path:
     """runs/ablations/NAME below $BENCH_RUNS or the working directory (git-ignored, like `bench run`'s runs)."""
     return Path(os.environ.get("BENCH_RUNS") or "runs") / "ablations" / name
@@ -70,7 +71,7 @@ def run(options: Options) -> int:
     """Make and assemble; returns the exit code (0, or 1 when --collect finds cells missing)."""
     ablation = load_ablation(options.name)
     out = options.out or default_out(ablation.name)
-    kind = importlib.import_module(KIND_MODULES[ablation.kind])
+    kind = ABLATION_KINDS.get(ablation.kind)()
     seeds = ablation.seeds(options.budget, options.seeds)
     overrides = options.config_overrides()
     cells = resolve_cells(ablation, options.budget, seeds, overrides, kind, options.data_root)
@@ -114,7 +115,8 @@ def run(options: Options) -> int:
     return 1 if missing else 0
 
 
-def submit_cells(ablation: Ablation, cells: list[Cell], out: Path, options: Options, kind: Any) -> int | None:
+def submit_cells(ablation: Ablation, cells: list[Cell], out: Path, options: Options,
+                 kind: AblationKind) -> int | None:
     """--executor slurm|local: the cells still to make as submitit jobs; once every job is over (--wait, or local)
     the number of failed cells, None while they run on."""
     from bench.ablate.jobs import JOBS, Jobs, to_submit
@@ -138,8 +140,8 @@ def submit_cells(ablation: Ablation, cells: list[Cell], out: Path, options: Opti
     return len(failures)
 
 
-def resolve_cells(ablation: Ablation, budget: str, seeds: list[int], overrides: dict[str, Any], kind: Any,
-                  data_root: str | None) -> list[Cell]:
+def resolve_cells(ablation: Ablation, budget: str, seeds: list[int], overrides: dict[str, Any],
+                  kind: AblationKind, data_root: str | None) -> list[Cell]:
     """Every (variant, seed) of the budget, in variant order then seed order."""
     cells = []
     fingerprints: dict[str, dict[str, str]] = {}
@@ -150,7 +152,7 @@ def resolve_cells(ablation: Ablation, budget: str, seeds: list[int], overrides: 
     return cells
 
 
-def make_cell(cell: Cell, out: Path, options: Options, kind: Any) -> None:
+def make_cell(cell: Cell, out: Path, options: Options, kind: AblationKind) -> None:
     """Reuse a complete cell; finish a partial one with --resume (refuse without); else make it."""
     directory = cell.directory(out)
     if kind.is_complete(directory):

@@ -1,14 +1,15 @@
-"""Cells of kind "eval": each one `bench run` through the Runner into an ordinary run directory (kind
+"""Cells of kind "eval" (`EvalKind`): each one `bench run` through the Runner into an ordinary run directory (kind
 "ablation", group = the ablation, label = the variant); assembled into table.csv / table.md, plots, report.md."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.ablate import report
 from bench.ablate.cells import Cell
 from bench.ablate.context import answer_suites, context_cell, regime_check
+from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.seeds import detectable_effect
 from bench.ablate.spec import Ablation, EvalConfig
 from bench.ablate.table import (
@@ -27,114 +28,122 @@ from bench.rundir import RunDir
 from bench.suites import SUITES
 
 
-def data_identity(config: EvalConfig) -> tuple:
-    return tuple(config.suites)
+@ABLATION_KINDS.register("eval")
+class EvalKind:
+    """Cells evaluated through the runner; the page: every variant against the reference, paired by seed and
+    sample, with the control and regime checks; a subclass adds to the report through `sections` and `plots`."""
 
+    config: ClassVar[type] = EvalConfig
+    default_context: ClassVar[str] = "every-object"
 
-def fingerprints(config: EvalConfig, data_root: str | None) -> dict[str, str]:
-    """The fingerprint of every suite the cell reads (synthetic ones are generated on first use)."""
-    result = {}
-    for name in config.suites:
-        suite_cls = SUITES.get(name)
-        options = {"progress": False} if suite_cls.synthetic else {}
-        result[name] = suite_cls(data_root=data_root, **options).fingerprint()
-    return result
+    def data_identity(self, config: EvalConfig) -> tuple:
+        return tuple(config.suites)
 
+    def fingerprints(self, config: EvalConfig, data_root: str | None) -> dict[str, str]:
+        """The fingerprint of every suite the cell reads (synthetic ones are generated on first use)."""
+        result = {}
+        for name in config.suites:
+            suite_cls = SUITES.get(name)
+            options = {"progress": False} if suite_cls.synthetic else {}
+            result[name] = suite_cls(data_root=data_root, **options).fingerprint()
+        return result
 
-def is_complete(directory: Path) -> bool:
-    rundir = RunDir(directory)
-    return rundir.exists() and rundir.read().status == "complete"
+    def is_complete(self, directory: Path) -> bool:
+        rundir = RunDir(directory)
+        return rundir.exists() and rundir.read().status == "complete"
 
+    def is_started(self, directory: Path) -> bool:
+        return Path(directory).is_dir() and any(Path(directory).iterdir())
 
-def is_started(directory: Path) -> bool:
-    return Path(directory).is_dir() and any(Path(directory).iterdir())
+    def make(self, cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
+        """One evaluation through the ordinary runner; `resume` finishes an interrupted one exactly."""
+        from bench.predictions import compact_run
+        from bench.runner import Runner, RunSpec
 
+        config: EvalConfig = cell.config
+        spec = RunSpec(suites=list(config.suites), model=config.model, splits=config.splits,
+                       model_args=dict(config.model_args), checkpoint=config.checkpoint, data_root=data_root,
+                       limit=config.limit, batch_size=config.batch_size, device=config.device, seed=cell.seed,
+                       out=Path(directory).as_posix(), resume=resume and RunDir(directory).exists(),
+                       protocol=Protocol(bootstrap=config.bootstrap), progress=False, label=cell.variant,
+                       kind="ablation", group=cell.ablation)
+        runner = Runner(spec, command=command)
+        try:
+            runner.run()
+            if runner.proc.is_main:  # cells multiply: their predictions are kept gzipped (read transparently)
+                compact_run(Path(directory))
+        finally:
+            runner.proc.close()
 
-def make(cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
-    """One evaluation through the ordinary runner; `resume` finishes an interrupted one exactly."""
-    from bench.predictions import compact_run
-    from bench.runner import Runner, RunSpec
+    def assemble(self, ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
+                 missing: list[tuple[str, str]]) -> list[Path]:
+        """table.csv, table.md, plots/*.png and report.md in `out` from the complete cells."""
+        reference = ablation.resolve(ablation.reference, budget)
+        protocol = Protocol(bootstrap=reference.bootstrap)
+        results: dict[str, list[CellResult]] = {}
+        for cell in cells:
+            done = results.setdefault(cell.variant, [])
+            if self.is_complete(cell.directory(out)):
+                done.append(CellResult.read(cell.variant, cell.seed, cell.directory(out)))
+        x = {cell.variant: cell.config.model_args.get(ablation.plot_x) if ablation.plot_x else None for cell in cells}
+        reported, selection = split_roles(results)
+        chosen_on = restricted(results, selection) if selection else None
+        results = restricted(results, reported)
+        rows = build_rows(results, ablation.reference, x, protocol)
+        verdicts = holm([_verdict(claim, rows, results, chosen_on, ablation.reference, protocol)
+                         for claim in ablation.claims])
+        checks, passed = control_check(ablation, results, protocol)
+        reference_cell = next((cell for cell in cells if cell.variant == ablation.reference), None)
+        regime, in_regime = regime_check(ablation, results.get(ablation.reference, []),
+                                         self._context_results(ablation, reference_cell, out, reported), protocol,
+                                         answer_suites(reference_cell) if reference_cell else [])
+        checks += regime
+        if not (passed and in_regime):
+            verdicts = withheld(verdicts)
+        files = {
+            "table.csv": table_csv(rows, out).encode(),
+            "table.md": (table_markdown(rows, ablation.reference, "table.md", out, ablation.plot_x) + "\n").encode(),
+        }
+        if ablation.plot_x and rows:
+            files["plots/quality.png"] = report.quality_plot(ablation, rows)
+        elif rows:
+            files["plots/variants.png"] = report.variants_plot(ablation, rows)
+        setting = _setting(reference, budget, cells, rows) + report.provenance_lines(
+            [cell.directory(out) for cell in cells if self.is_complete(cell.directory(out))])
+        answer = [table_markdown(rows, ablation.reference, report.REPORT, out, ablation.plot_x), "",
+                  f"Splits reported: {', '.join(sorted(reported))}"
+                  + (f"; {', '.join(sorted(selection))} only chooses (a best variant), never reported. " if selection
+                     else " (no val split in the cells: nothing can be chosen without looking at these). ")
+                  + "Cells: cIoU / gIoU in % (mean ± std over seeds when there are several) with the 95% bootstrap "
+                  "interval over samples (seeds pooled: the level of one variant); latency: model seconds per sample "
+                  f"as the run timed them at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
+                  f"{ablation.reference}, paired by seed and sample, with the per-seed differences; its 95% interval "
+                  "treats the training seed as the unit (`bench.ablate.seeds`: mean ± t(seeds - 1) x standard error "
+                  "from the seed-to-seed spread and a joint bootstrap of the test samples). "
+                  + _detectable_text(rows) + "CSV: [table.csv](table.csv).", *checks, *self.sections(cells, out)]
+        if rows:
+            files.update(self.plots(rows, cells, out))
+        plots = sorted(path for path in files if path.startswith("plots/"))
+        files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots,
+                                             missing)
+        files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
+        return report.write_files(out, files)
 
-    config: EvalConfig = cell.config
-    spec = RunSpec(suites=list(config.suites), model=config.model, splits=config.splits,
-                   model_args=dict(config.model_args), checkpoint=config.checkpoint, data_root=data_root,
-                   limit=config.limit, batch_size=config.batch_size, device=config.device, seed=cell.seed,
-                   out=Path(directory).as_posix(), resume=resume and RunDir(directory).exists(),
-                   protocol=Protocol(bootstrap=config.bootstrap), progress=False, label=cell.variant,
-                   kind="ablation", group=cell.ablation)
-    runner = Runner(spec, command=command)
-    try:
-        runner.run()
-        if runner.proc.is_main:  # cells multiply: their predictions are kept gzipped (read transparently)
-            compact_run(Path(directory))
-    finally:
-        runner.proc.close()
-
-
-def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
-             missing: list[tuple[str, str]], sections: list[str] | None = None,
-             plot_rows: Any = None) -> list[Path]:
-    """table.csv, table.md, plots/*.png and report.md in `out` from the complete cells; `sections`: more
-    markdown lines for the report's answer (a training kind's table); `plot_rows(rows)`: more plots, by path."""
-    reference = ablation.resolve(ablation.reference, budget)
-    protocol = Protocol(bootstrap=reference.bootstrap)
-    results: dict[str, list[CellResult]] = {}
-    for cell in cells:
-        done = results.setdefault(cell.variant, [])
-        if is_complete(cell.directory(out)):
-            done.append(CellResult.read(cell.variant, cell.seed, cell.directory(out)))
-    x = {cell.variant: cell.config.model_args.get(ablation.plot_x) if ablation.plot_x else None for cell in cells}
-    reported, selection = split_roles(results)
-    chosen_on = restricted(results, selection) if selection else None
-    results = restricted(results, reported)
-    rows = build_rows(results, ablation.reference, x, protocol)
-    verdicts = holm([_verdict(claim, rows, results, chosen_on, ablation.reference, protocol)
-                     for claim in ablation.claims])
-    checks, passed = control_check(ablation, results, protocol)
-    reference_cell = next((cell for cell in cells if cell.variant == ablation.reference), None)
-    regime, in_regime = regime_check(ablation, results.get(ablation.reference, []),
-                                     _context_results(ablation, reference_cell, out, reported), protocol,
-                                     answer_suites(reference_cell) if reference_cell else [])
-    checks += regime
-    if not (passed and in_regime):
-        verdicts = withheld(verdicts)
-    files = {
-        "table.csv": table_csv(rows, out).encode(),
-        "table.md": (table_markdown(rows, ablation.reference, "table.md", out, ablation.plot_x) + "\n").encode(),
-    }
-    if ablation.plot_x and rows:
-        files["plots/quality.png"] = report.quality_plot(ablation, rows)
-    elif rows:
-        files["plots/variants.png"] = report.variants_plot(ablation, rows)
-    setting = _setting(reference, budget, cells, rows) + report.provenance_lines(
-        [cell.directory(out) for cell in cells if is_complete(cell.directory(out))])
-    answer = [table_markdown(rows, ablation.reference, report.REPORT, out, ablation.plot_x), "",
-              f"Splits reported: {', '.join(sorted(reported))}"
-              + (f"; {', '.join(sorted(selection))} only chooses (a best variant), never reported. " if selection
-                 else " (no val split in the cells: nothing can be chosen without looking at these). ")
-              + "Cells: cIoU / gIoU in % (mean ± std over seeds when there are several) with the 95% bootstrap "
-              "interval over samples (seeds pooled: the level of one variant); latency: model seconds per sample as "
-              f"the run timed them at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
-              f"{ablation.reference}, paired by seed and sample, with the per-seed differences; its 95% interval "
-              "treats the training seed as the unit (`bench.ablate.seeds`: mean ± t(seeds - 1) x standard error "
-              "from the seed-to-seed spread and a joint bootstrap of the test samples). "
-              + _detectable_text(rows) + "CSV: [table.csv](table.csv).", *checks,
-              *([""] + sections if sections else [])]
-    if plot_rows is not None and rows:
-        files.update(plot_rows(rows))
-    plots = sorted(path for path in files if path.startswith("plots/"))
-    files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots,
-                                         missing)
-    files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
-    return report.write_files(out, files)
-
-
-def _context_results(ablation: Ablation, reference: Cell | None, out: Path, reported: set[str]) -> list[CellResult]:
-    """The context baseline's complete cell on the reported splits ([] when missing or not checked)."""
-    cell = context_cell(ablation, reference) if reference else None
-    if cell is None or not is_complete(cell.directory(out)):
+    def sections(self, cells: list[Cell], out: Path) -> list[str]:
+        """More markdown lines for the report's answer, after the table and checks (none here)."""
         return []
-    return [CellResult.read(cell.variant, cell.seed, cell.directory(out)).only(reported)]
+
+    def plots(self, rows: list, cells: list[Cell], out: Path) -> dict[str, bytes]:
+        """More plots, PNG bytes by path below `out` (none here)."""
+        return {}
+
+    def _context_results(self, ablation: Ablation, reference: Cell | None, out: Path,
+                         reported: set[str]) -> list[CellResult]:
+        """The context baseline's complete cell on the reported splits ([] when missing or not checked)."""
+        cell = context_cell(ablation, reference) if reference else None
+        if cell is None or not self.is_complete(cell.directory(out)):
+            return []
+        return [CellResult.read(cell.variant, cell.seed, cell.directory(out)).only(reported)]
 
 
 def control_check(ablation: Ablation, results: dict[str, list[CellResult]], protocol: Protocol) -> tuple[list[str], bool]:
@@ -230,10 +239,10 @@ def ensure_context(cell: Cell, out: Path, data_root: str | None) -> None:
     """Evaluate the context baseline unless its cell is complete (cheap: it reads annotations, runs no network)."""
     import shlex
 
-    directory = cell.directory(out)
-    if is_complete(directory):
+    kind, directory = EvalKind(), cell.directory(out)
+    if kind.is_complete(directory):
         return
     command = shlex.join(["python", "-m", "bench", "ablate", cell.ablation, "--budget", cell.budget, "--out",
                           Path(out).as_posix()])  # any call that assembles the page makes it
     directory.mkdir(parents=True, exist_ok=True)
-    make(cell, directory, command, data_root, resume=(directory / "run.json").exists())
+    kind.make(cell, directory, command, data_root, resume=(directory / "run.json").exists())

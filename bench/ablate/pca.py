@@ -1,4 +1,4 @@
-"""Cells of kind "pca": are VAE latents of masks sharply distributed and linearly separable under noise?
+"""Cells of kind "pca" (`PcaKind`): are VAE latents of masks sharply distributed and linearly separable under noise?
 
 For one diffusers `AutoencoderKLWan` (normalised by its latents_mean / latents_std when it has them):
 - PCA of per-position channel vectors of mask latents (masks as black/white RGB images) and of image latents:
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from bench.ablate import report
 from bench.ablate.cells import Cell
+from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.spec import Ablation, PcaConfig
 from bench.ablate.verdicts import Verdict, holm, judge, p_from_interval
 from bench.errors import BenchError
@@ -38,34 +39,6 @@ CONTENT_THRESHOLD = 128  # an image pixel is a shape where its darkest channel i
 def vae_path(config: PcaConfig) -> Path:
     path = Path(config.vae)
     return path if path.is_absolute() or path.exists() else PROJECT_ROOT / path
-
-
-def data_identity(config: PcaConfig) -> tuple:
-    return config.suite, config.vae
-
-
-def fingerprints(config: PcaConfig, data_root: str | None) -> dict[str, str]:
-    """The suite's fingerprint and a hash of the VAE's files (its config and weights)."""
-    suite_cls = SUITES.get(config.suite)
-    if not suite_cls.synthetic:
-        raise BenchError(f"pca: suite {config.suite!r} is not synthetic; the image-content probe's labels need the "
-                         "synthetic scenes' light backgrounds")
-    directory = vae_path(config)
-    files = sorted(p for p in directory.glob("*") if p.suffix in (".json", ".safetensors"))
-    if not files:
-        raise BenchError(f"pca: no diffusers VAE (config.json, *.safetensors) in {directory}")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + path.read_bytes())
-    return {config.suite: suite_cls(progress=False).fingerprint(), "vae": digest.hexdigest()[:16]}
-
-
-def is_complete(directory: Path) -> bool:
-    return (Path(directory) / RESULT).is_file()
-
-
-def is_started(directory: Path) -> bool:
-    return False  # a measurement is written at its end only: an interrupted one starts again
 
 
 def _images_and_masks(config: PcaConfig, split: str, count: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -135,136 +108,168 @@ def _summary(scores: SampleScores, protocol: Protocol) -> dict[str, Any]:
             "inter": scores.inters.tolist(), "union": scores.unions.tolist()}
 
 
-def make(cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
-    """Measure and write measurements.json and examples.npz into `directory`."""
-    import torch
-    import torch.nn.functional as F
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
+@ABLATION_KINDS.register("pca")
+class PcaKind:
+    """Cells that measure one VAE's latents; the page: probe IoU against noise, PC1 maps, the claims judged."""
 
-    config: PcaConfig = cell.config
-    protocol = Protocol(bootstrap=config.bootstrap, ci_seed=cell.seed)
-    encode = Encoder(vae_path(config))
-    fit_images, fit_masks, _ = _images_and_masks(config, config.fit_split, config.fit_images)
-    test_images, test_masks, test_ids = _images_and_masks(config, config.test_split, config.test_images)
-    latents = {name: encode(pixels) for name, pixels in (("fit_mask", _rgb(fit_masks)), ("test_mask", _rgb(test_masks)),
-                                                          ("fit_image", fit_images), ("test_image", test_images))}
-    side, channels = latents["fit_mask"].shape[1], latents["fit_mask"].shape[3]
-    labels = {"fit_mask": _pool(fit_masks, side), "test_mask": _pool(test_masks, side),
-              "fit_image": _pool(fit_images.min(-1) < CONTENT_THRESHOLD, side),
-              "test_image": _pool(test_images.min(-1) < CONTENT_THRESHOLD, side)}
-    result: dict[str, Any] = {"command": command, "cell": cell.name, "config": config.__dict__, "data": cell.data,
-                              "latent": {"side": side, "channels": channels},
-                              "test_ids": test_ids, "fit_count": len(fit_images), "test_count": len(test_images)}
+    config: ClassVar[type] = PcaConfig
+    default_context: ClassVar[str] = ""  # no model is evaluated: no regime check
 
-    # PCA of per-position channel vectors
-    pca = {name: PCA(n_components=min(channels, 8), random_state=0).fit(latents[f"fit_{name}"].reshape(-1, channels))
-           for name in ("mask", "image")}
-    result["explained_variance"] = {name: p.explained_variance_ratio_.tolist() for name, p in pca.items()}
-    fit_pc1 = pca["mask"].transform(latents["fit_mask"].reshape(-1, channels))[:, 0]
-    sign = 1.0 if np.corrcoef(fit_pc1, labels["fit_mask"].reshape(-1))[0, 1] >= 0 else -1.0
-    ends = encode(_rgb(np.stack([np.zeros(test_masks.shape[1:], bool), np.ones(test_masks.shape[1:], bool)])))
-    black, white = (sign * pca["mask"].transform(e.reshape(-1, channels))[:, 0].mean() for e in ends)
-    cut = (black + white) / 2
-    maps = sign * pca["mask"].transform(latents["test_mask"].reshape(-1, channels))[:, 0].reshape(-1, side, side)
-    upsampled = F.interpolate(torch.from_numpy(maps[:, None]).float(), size=test_masks.shape[1:], mode="bilinear",
-                              align_corners=False)[:, 0].numpy()
-    result["pc1"] = {"cut": float(cut), "black": float(black), "white": float(white),
-                     **_summary(_scores(upsampled > cut, test_masks), protocol)}
+    def data_identity(self, config: PcaConfig) -> tuple:
+        return config.suite, config.vae
 
-    # linear probes on noised latents
-    rng = np.random.default_rng(cell.seed)
-    probes: dict[str, list[dict[str, Any]]] = {"mask": [], "image": []}
-    for t in config.t_grid:
-        for name in probes:
-            x0 = np.concatenate([latents[f"fit_{name}"]] * config.probe_repeats).reshape(-1, channels)
-            y = np.concatenate([labels[f"fit_{name}"]] * config.probe_repeats).reshape(-1)
-            xt = (1 - t) * x0 + t * rng.standard_normal(x0.shape, dtype=np.float32)
-            test = latents[f"test_{name}"].reshape(-1, channels)
-            test_t = (1 - t) * test + t * rng.standard_normal(test.shape, dtype=np.float32)
-            if y.all() or not y.any():
-                raise BenchError(f"pca: the {name} labels of the fitting images are all one class")
-            probe = LogisticRegression(max_iter=1000).fit(xt, y)
-            predicted = probe.predict(test_t).reshape(-1, side, side).astype(bool)
-            probes[name].append({"t": t, **_summary(_scores(predicted, labels[f"test_{name}"]), protocol)})
-    result["probes"] = probes
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(directory / EXAMPLES, images=test_images[:SHOWN], masks=test_masks[:SHOWN],
-                        maps=maps[:SHOWN], cut=np.float32(cut))
-    write_json(directory / RESULT, result)  # last: its presence marks the cell complete
+    def fingerprints(self, config: PcaConfig, data_root: str | None) -> dict[str, str]:
+        """The suite's fingerprint and a hash of the VAE's files (its config and weights)."""
+        suite_cls = SUITES.get(config.suite)
+        if not suite_cls.synthetic:
+            raise BenchError(f"pca: suite {config.suite!r} is not synthetic; the image-content probe's labels need the "
+                             "synthetic scenes' light backgrounds")
+        directory = vae_path(config)
+        files = sorted(p for p in directory.glob("*") if p.suffix in (".json", ".safetensors"))
+        if not files:
+            raise BenchError(f"pca: no diffusers VAE (config.json, *.safetensors) in {directory}")
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + path.read_bytes())
+        return {config.suite: suite_cls(progress=False).fingerprint(), "vae": digest.hexdigest()[:16]}
+
+    def is_complete(self, directory: Path) -> bool:
+        return (Path(directory) / RESULT).is_file()
+
+    def is_started(self, directory: Path) -> bool:
+        return False  # a measurement is written at its end only: an interrupted one starts again
+
+    def make(self, cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
+        """Measure and write measurements.json and examples.npz into `directory`."""
+        import torch
+        import torch.nn.functional as F
+        from sklearn.decomposition import PCA
+        from sklearn.linear_model import LogisticRegression
+
+        config: PcaConfig = cell.config
+        protocol = Protocol(bootstrap=config.bootstrap, ci_seed=cell.seed)
+        encode = Encoder(vae_path(config))
+        fit_images, fit_masks, _ = _images_and_masks(config, config.fit_split, config.fit_images)
+        test_images, test_masks, test_ids = _images_and_masks(config, config.test_split, config.test_images)
+        latents = {name: encode(pixels) for name, pixels in (("fit_mask", _rgb(fit_masks)), ("test_mask", _rgb(test_masks)),
+                                                              ("fit_image", fit_images), ("test_image", test_images))}
+        side, channels = latents["fit_mask"].shape[1], latents["fit_mask"].shape[3]
+        labels = {"fit_mask": _pool(fit_masks, side), "test_mask": _pool(test_masks, side),
+                  "fit_image": _pool(fit_images.min(-1) < CONTENT_THRESHOLD, side),
+                  "test_image": _pool(test_images.min(-1) < CONTENT_THRESHOLD, side)}
+        result: dict[str, Any] = {"command": command, "cell": cell.name, "config": config.__dict__, "data": cell.data,
+                                  "latent": {"side": side, "channels": channels},
+                                  "test_ids": test_ids, "fit_count": len(fit_images), "test_count": len(test_images)}
+
+        # PCA of per-position channel vectors
+        pca = {name: PCA(n_components=min(channels, 8), random_state=0).fit(latents[f"fit_{name}"].reshape(-1, channels))
+               for name in ("mask", "image")}
+        result["explained_variance"] = {name: p.explained_variance_ratio_.tolist() for name, p in pca.items()}
+        fit_pc1 = pca["mask"].transform(latents["fit_mask"].reshape(-1, channels))[:, 0]
+        sign = 1.0 if np.corrcoef(fit_pc1, labels["fit_mask"].reshape(-1))[0, 1] >= 0 else -1.0
+        ends = encode(_rgb(np.stack([np.zeros(test_masks.shape[1:], bool), np.ones(test_masks.shape[1:], bool)])))
+        black, white = (sign * pca["mask"].transform(e.reshape(-1, channels))[:, 0].mean() for e in ends)
+        cut = (black + white) / 2
+        maps = sign * pca["mask"].transform(latents["test_mask"].reshape(-1, channels))[:, 0].reshape(-1, side, side)
+        upsampled = F.interpolate(torch.from_numpy(maps[:, None]).float(), size=test_masks.shape[1:], mode="bilinear",
+                                  align_corners=False)[:, 0].numpy()
+        result["pc1"] = {"cut": float(cut), "black": float(black), "white": float(white),
+                         **_summary(_scores(upsampled > cut, test_masks), protocol)}
+
+        # linear probes on noised latents
+        rng = np.random.default_rng(cell.seed)
+        probes: dict[str, list[dict[str, Any]]] = {"mask": [], "image": []}
+        for t in config.t_grid:
+            for name in probes:
+                x0 = np.concatenate([latents[f"fit_{name}"]] * config.probe_repeats).reshape(-1, channels)
+                y = np.concatenate([labels[f"fit_{name}"]] * config.probe_repeats).reshape(-1)
+                xt = (1 - t) * x0 + t * rng.standard_normal(x0.shape, dtype=np.float32)
+                test = latents[f"test_{name}"].reshape(-1, channels)
+                test_t = (1 - t) * test + t * rng.standard_normal(test.shape, dtype=np.float32)
+                if y.all() or not y.any():
+                    raise BenchError(f"pca: the {name} labels of the fitting images are all one class")
+                probe = LogisticRegression(max_iter=1000).fit(xt, y)
+                predicted = probe.predict(test_t).reshape(-1, side, side).astype(bool)
+                probes[name].append({"t": t, **_summary(_scores(predicted, labels[f"test_{name}"]), protocol)})
+        result["probes"] = probes
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(directory / EXAMPLES, images=test_images[:SHOWN], masks=test_masks[:SHOWN],
+                            maps=maps[:SHOWN], cut=np.float32(cut))
+        write_json(directory / RESULT, result)  # last: its presence marks the cell complete
+
+    def assemble(self, ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
+                 missing: list[tuple[str, str]]) -> list[Path]:
+        """table.csv / table.md (probe IoU against t), plots and report.md from the complete cells."""
+        done = [(cell, read_json(cell.directory(out) / RESULT)) for cell in cells
+                if self.is_complete(cell.directory(out))]
+        files: dict[str, bytes] = {}
+        answer, verdicts, plots = [], [], []
+        headers = ["variant", "seed", "t", "mask probe IoU %", "mask lo", "mask hi", "image probe IoU %", "image lo",
+                   "image hi", "mask - image %", "lo", "hi"]
+        csv_rows, md_rows = [], []
+        for cell, result in done:
+            protocol = Protocol(bootstrap=cell.config.bootstrap, ci_seed=cell.seed)
+            relative = cell.directory(out).relative_to(out).as_posix()
+            ev = result["explained_variance"]
+            pc1 = result["pc1"]
+            answer += [f"### {cell.name} ([{relative}]({relative}/{RESULT}))", "",
+                       f"- PC1 explains {100 * ev['mask'][0]:.1f}% of the variance of mask latents (PC2 "
+                       f"{100 * ev['mask'][1]:.1f}%) against {100 * ev['image'][0]:.1f}% of image latents' (PC2 "
+                       f"{100 * ev['image'][1]:.1f}%), per-position vectors of {result['latent']['channels']} channels "
+                       f"at {result['latent']['side']} x {result['latent']['side']}.",
+                       f"- PC1 of a held-out mask's latent, upsampled and cut halfway between an all-black and an "
+                       f"all-white mask's PC1: mean IoU {100 * pc1['giou']:.1f}% {_pct_interval(pc1['giou_ci95'])}, "
+                       f"cIoU {100 * pc1['ciou']:.1f}% {_pct_interval(pc1['ciou_ci95'])} over "
+                       f"{result['test_count']} images.", ""]
+            for mask, image in zip(result["probes"]["mask"], result["probes"]["image"]):
+                diff = paired_bootstrap(_scores_of(mask), _scores_of(image), protocol)["giou"]
+                interval = diff["ci95"] or [None, None]
+                values = [mask["giou"], *(mask["giou_ci95"] or [None, None]), image["giou"],
+                          *(image["giou_ci95"] or [None, None]), diff["difference"], *interval]
+                cells_text = ["" if v is None else f"{100 * v:.1f}" for v in values]
+                csv_rows.append([cell.variant, str(cell.seed), f"{mask['t']:g}", *cells_text])
+                md_rows.append([cell.variant, str(cell.seed), f"{mask['t']:g}",
+                                f"{cells_text[0]} [{cells_text[1]}, {cells_text[2]}]",
+                                f"{cells_text[3]} [{cells_text[4]}, {cells_text[5]}]",
+                                f"{100 * diff['difference']:+.1f} {_pct_interval(diff['ci95'])}"])
+            verdicts += [_verdict(claim, result, protocol) for claim in ablation.claims]
+            name = f"plots/{cell.variant}-s{cell.seed}"
+            files[f"{name}-probes.png"] = probe_plot(result)
+            files[f"{name}-pc1.png"] = pc1_plot(cell.directory(out) / EXAMPLES)
+            plots += [f"{name}-probes.png", f"{name}-pc1.png"]
+        from bench.report.text import csv_text
+
+        files["table.csv"] = csv_text(headers, csv_rows).encode()
+        table = markdown_table(md_rows, ["variant", "seed", "t", "mask probe IoU % [95%]", "image probe IoU % [95%]",
+                                         "mask - image (points, paired 95%)"])
+        files["table.md"] = (table + "\n").encode()
+        answer += ["### Probes against noise", "", table, "",
+                   "Probe IoU: mean over held-out images of the per-image IoU (at latent resolution) of a logistic "
+                   "regression per position on x_t = (1 - t) x0 + t eps; mask probe: the referred object from the "
+                   "mask latent; image probe: any shape from the image latent. Interval: bootstrap over images; "
+                   "mask - image: paired bootstrap on the same images. CSV: [table.csv](table.csv)."]
+        config = cells[0].config
+        counts = (done[0][1]["fit_count"], done[0][1]["test_count"]) if done else (config.fit_images, config.test_images)
+        setting = [f"- VAE: `{config.vae}` (diffusers AutoencoderKLWan; fingerprint {cells[0].data.get('vae')}), "
+                   "latents normalised by its latents_mean / latents_std",
+                   f"- data: {config.suite}, {counts[0]} images of {config.fit_split} fit the PCA and the probes, "
+                   f"{counts[1]} of {config.test_split} score them (the first sample of each image: one referred "
+                   f"object; at most {config.fit_images} / {config.test_images} images)",
+                   "- probes: one logistic regression (scikit-learn defaults) per noise level, on single positions' "
+                   "channel vectors (the paper does not say what its linear classifier sees)",
+                   f"- t grid: {', '.join(f'{t:g}' for t in config.t_grid)}; noise draws per fitting latent: "
+                   f"{config.probe_repeats}; seeds {sorted({c.seed for c in cells})}; bootstrap {config.bootstrap}",
+                   *report.provenance_lines([cell.directory(out) for cell, _ in done])]
+        verdicts = holm(verdicts)
+        files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots, missing)
+        files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
+        return report.write_files(out, files)
 
 
 def _scores_of(entry: dict[str, Any]) -> SampleScores:
     inters, unions = np.asarray(entry["inter"]), np.asarray(entry["union"])
     return SampleScores(inters, unions, np.zeros(len(inters), dtype=bool))
-
-
-def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
-             missing: list[tuple[str, str]]) -> list[Path]:
-    """table.csv / table.md (probe IoU against t), plots and report.md from the complete cells."""
-    done = [(cell, read_json(cell.directory(out) / RESULT)) for cell in cells if is_complete(cell.directory(out))]
-    files: dict[str, bytes] = {}
-    answer, verdicts, plots = [], [], []
-    headers = ["variant", "seed", "t", "mask probe IoU %", "mask lo", "mask hi", "image probe IoU %", "image lo",
-               "image hi", "mask - image %", "lo", "hi"]
-    csv_rows, md_rows = [], []
-    for cell, result in done:
-        protocol = Protocol(bootstrap=cell.config.bootstrap, ci_seed=cell.seed)
-        relative = cell.directory(out).relative_to(out).as_posix()
-        ev = result["explained_variance"]
-        pc1 = result["pc1"]
-        answer += [f"### {cell.name} ([{relative}]({relative}/{RESULT}))", "",
-                   f"- PC1 explains {100 * ev['mask'][0]:.1f}% of the variance of mask latents (PC2 "
-                   f"{100 * ev['mask'][1]:.1f}%) against {100 * ev['image'][0]:.1f}% of image latents' (PC2 "
-                   f"{100 * ev['image'][1]:.1f}%), per-position vectors of {result['latent']['channels']} channels "
-                   f"at {result['latent']['side']} x {result['latent']['side']}.",
-                   f"- PC1 of a held-out mask's latent, upsampled and cut halfway between an all-black and an "
-                   f"all-white mask's PC1: mean IoU {100 * pc1['giou']:.1f}% {_pct_interval(pc1['giou_ci95'])}, "
-                   f"cIoU {100 * pc1['ciou']:.1f}% {_pct_interval(pc1['ciou_ci95'])} over "
-                   f"{result['test_count']} images.", ""]
-        for mask, image in zip(result["probes"]["mask"], result["probes"]["image"]):
-            diff = paired_bootstrap(_scores_of(mask), _scores_of(image), protocol)["giou"]
-            interval = diff["ci95"] or [None, None]
-            values = [mask["giou"], *(mask["giou_ci95"] or [None, None]), image["giou"],
-                      *(image["giou_ci95"] or [None, None]), diff["difference"], *interval]
-            cells_text = ["" if v is None else f"{100 * v:.1f}" for v in values]
-            csv_rows.append([cell.variant, str(cell.seed), f"{mask['t']:g}", *cells_text])
-            md_rows.append([cell.variant, str(cell.seed), f"{mask['t']:g}",
-                            f"{cells_text[0]} [{cells_text[1]}, {cells_text[2]}]",
-                            f"{cells_text[3]} [{cells_text[4]}, {cells_text[5]}]",
-                            f"{100 * diff['difference']:+.1f} {_pct_interval(diff['ci95'])}"])
-        verdicts += [_verdict(claim, result, protocol) for claim in ablation.claims]
-        name = f"plots/{cell.variant}-s{cell.seed}"
-        files[f"{name}-probes.png"] = probe_plot(result)
-        files[f"{name}-pc1.png"] = pc1_plot(cell.directory(out) / EXAMPLES)
-        plots += [f"{name}-probes.png", f"{name}-pc1.png"]
-    from bench.report.text import csv_text
-
-    files["table.csv"] = csv_text(headers, csv_rows).encode()
-    table = markdown_table(md_rows, ["variant", "seed", "t", "mask probe IoU % [95%]", "image probe IoU % [95%]",
-                                     "mask - image (points, paired 95%)"])
-    files["table.md"] = (table + "\n").encode()
-    answer += ["### Probes against noise", "", table, "",
-               "Probe IoU: mean over held-out images of the per-image IoU (at latent resolution) of a logistic "
-               "regression per position on x_t = (1 - t) x0 + t eps; mask probe: the referred object from the "
-               "mask latent; image probe: any shape from the image latent. Interval: bootstrap over images; "
-               "mask - image: paired bootstrap on the same images. CSV: [table.csv](table.csv)."]
-    config = cells[0].config
-    counts = (done[0][1]["fit_count"], done[0][1]["test_count"]) if done else (config.fit_images, config.test_images)
-    setting = [f"- VAE: `{config.vae}` (diffusers AutoencoderKLWan; fingerprint {cells[0].data.get('vae')}), "
-               "latents normalised by its latents_mean / latents_std",
-               f"- data: {config.suite}, {counts[0]} images of {config.fit_split} fit the PCA and the probes, "
-               f"{counts[1]} of {config.test_split} score them (the first sample of each image: one referred "
-               f"object; at most {config.fit_images} / {config.test_images} images)",
-               "- probes: one logistic regression (scikit-learn defaults) per noise level, on single positions' "
-               "channel vectors (the paper does not say what its linear classifier sees)",
-               f"- t grid: {', '.join(f'{t:g}' for t in config.t_grid)}; noise draws per fitting latent: "
-               f"{config.probe_repeats}; seeds {sorted({c.seed for c in cells})}; bootstrap {config.bootstrap}", *report.provenance_lines([cell.directory(out) for cell, _ in done])]
-    verdicts = holm(verdicts)
-    files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots, missing)
-    files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
-    return report.write_files(out, files)
 
 
 def _pct_interval(interval: list[float] | None) -> str:

@@ -1,5 +1,6 @@
-"""Cells of kind "train": `bench train --model TRAINER` with the variant's overrides and the cell's seed, then one
-`bench run` of what it made, exactly as an "eval" cell (`bench.ablate.evaluate`) runs a shipped checkpoint.
+"""Cells of kind "train" (`TrainKind`): `bench train --model TRAINER` with the variant's overrides and the cell's seed,
+then one `bench run` of what it made, exactly as an "eval" cell (`EvalKind`, which it extends) runs a shipped
+checkpoint.
 
 The evaluated run directory is the durable result. The trained weights are a cache on top, in
 CACHE/ablate/<ablation>/<training key> (`bench.training.cache.cache_root`), keyed by the trainer, its options
@@ -16,18 +17,17 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from bench.ablate import evaluate
 from bench.ablate.cells import Cell
+from bench.ablate.evaluate import EvalKind
+from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.spec import Ablation, TrainedEvalConfig
 from bench.errors import BenchError
 from bench.safefiles import SMALL_JSON_LIMIT, read_json, write_json
 
 TRAINING_FILE = "training.json"
 TRAINING_LOG = "training_log.jsonl"  # the trainer's log, copied into the cell: its learning curve outlives the cache
-data_identity, fingerprints, is_complete, is_started = (evaluate.data_identity, evaluate.fingerprints,
-                                                        evaluate.is_complete, evaluate.is_started)
 
 
 def training_directory(cell: Cell) -> Path:
@@ -59,44 +59,96 @@ def train(cell: Cell) -> Path:
     return trained
 
 
-def make(cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
-    """Train, then evaluate the trained model as an "eval" cell; record the training beside the run."""
-    config: TrainedEvalConfig = cell.config
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    record = {"trainer": config.trainer, "command": config.training_argv(cell.seed),
-              "directory": str(training_directory(cell))}
-    write_json(directory / TRAINING_FILE, record)  # from here on the cell counts as started
-    trained = train(cell)
-    keep_log(directory, training_directory(cell))
-    metrics_file = trained / "metrics.json"
-    metrics = read_json(metrics_file, SMALL_JSON_LIMIT) if metrics_file.exists() else {}
-    write_json(directory / TRAINING_FILE, {**record, "metrics": metrics})
-    evaluated = Cell(cell.ablation, cell.variant, cell.seed, cell.budget,
-                     _with_checkpoint(config, str(trained)), cell.data)
-    evaluate.make(evaluated, directory, command, data_root, resume and (directory / "run.json").exists())
+@ABLATION_KINDS.register("train")
+class TrainKind(EvalKind):
+    """Cells that train, then are evaluated as "eval" cells are; the page adds what each training recorded."""
 
+    config: ClassVar[type] = TrainedEvalConfig
 
-def assemble(ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
-             missing: list[tuple[str, str]]) -> list[Path]:
-    """The eval kind's table and report, with what each cell's training recorded; the timestep densities
-    plotted beside the quality when the trainings recorded them."""
-    records = {cell.variant: _training_metrics(cell.directory(out)) for cell in cells}
-    densities = {variant: m["seg_timestep_density"] for variant, m in records.items()
-                 if "seg_timestep_density" in m and "train.seg_sampler" in _cell_args(cells, variant)}
-    for cell in cells:  # cells made before logs were kept: backfill from the training cache while it exists
-        if is_complete(cell.directory(out)):
-            keep_log(cell.directory(out), training_directory(cell))
-    curves = learning_curves(cells, out)
+    def make(self, cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
+        """Train, then evaluate the trained model as an "eval" cell; record the training beside the run."""
+        config: TrainedEvalConfig = cell.config
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {"trainer": config.trainer, "command": config.training_argv(cell.seed),
+                  "directory": str(training_directory(cell))}
+        write_json(directory / TRAINING_FILE, record)  # from here on the cell counts as started
+        trained = train(cell)
+        keep_log(directory, training_directory(cell))
+        metrics_file = trained / "metrics.json"
+        metrics = read_json(metrics_file, SMALL_JSON_LIMIT) if metrics_file.exists() else {}
+        write_json(directory / TRAINING_FILE, {**record, "metrics": metrics})
+        evaluated = Cell(cell.ablation, cell.variant, cell.seed, cell.budget,
+                         _with_checkpoint(config, str(trained)), cell.data)
+        super().make(evaluated, directory, command, data_root, resume and (directory / "run.json").exists())
 
-    def plots(rows: list) -> dict[str, bytes]:
+    def assemble(self, ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
+                 missing: list[tuple[str, str]]) -> list[Path]:
+        """The eval kind's page, once the complete cells keep their training logs."""
+        for cell in cells:  # cells made before logs were kept: backfill from the training cache while it exists
+            if self.is_complete(cell.directory(out)):
+                keep_log(cell.directory(out), training_directory(cell))
+        return super().assemble(ablation, budget, cells, out, command, missing)
+
+    def sections(self, cells: list[Cell], out: Path) -> list[str]:
+        """A table of what each complete cell's training recorded: steps, minutes, in-training validation,
+        text-to-image quality."""
+        rows = []
+        for cell in cells:
+            metrics = self._metrics(cell.directory(out))
+            if not metrics:
+                continue
+            gen, val = metrics.get("generation", {}), metrics.get("val_1step", {})
+            rows.append([cell.variant, str(cell.seed), str(metrics.get("step", "?")),
+                         f"{metrics.get('wall_seconds', float('nan')) / 60:.1f}",
+                         f"{100 * val['ciou_all']:.1f}" if "ciou_all" in val else "",
+                         f"{100 * gen['colour_match']:.1f} / {100 * gen['count_match']:.1f} / "
+                         f"{100 * gen['colour_recall']:.1f}" if gen else ""])
+        if not rows:
+            return []
+        from bench.report.text import markdown_table
+
+        header = ["variant", "seed", "steps", "train minutes", "in-training val cIoU % (1 step)",
+                  "text-to-image colour match / count match / colour recall %"]
+        return ["", "### Training", "",
+                "What each cell's training recorded (`training.json` in its run directory). The in-training "
+                "validation uses held-out synthetic scenes of the training stream, not the table's samples.",
+                "", markdown_table(rows, header)]
+
+    def plots(self, rows: list, cells: list[Cell], out: Path) -> dict[str, bytes]:
+        """The timestep densities beside the quality when the trainings recorded them; the learning curves."""
+        records = {cell.variant: self._metrics(cell.directory(out)) for cell in cells}
+        densities = {variant: m["seg_timestep_density"] for variant, m in records.items()
+                     if "seg_timestep_density" in m and "train.seg_sampler" in _cell_args(cells, variant)}
         files = {"plots/timesteps.png": timestep_plot(rows, densities)} if densities else {}
+        curves = self.learning_curves(cells, out)
         if curves:
             files["plots/learning_curves.png"] = learning_curve_plot(curves)
         return files
 
-    return evaluate.assemble(ablation, budget, cells, out, command, missing, sections=_training_lines(cells, out),
-                             plot_rows=plots)
+    def learning_curves(self, cells: list[Cell], out: Path) -> dict[str, dict[int, list[float]]]:
+        """Per training (the variant's name before any `@STEPS`), per logged step, the in-training one-step validation
+        cIoU of each seed, from the cells' kept logs."""
+        from bench.training.log import read_log, validation_curve
+
+        curves: dict[str, dict[int, dict[int, float]]] = {}
+        for cell in cells:
+            path = cell.directory(out) / TRAINING_LOG
+            if not (self.is_complete(cell.directory(out)) and path.is_file()):
+                continue
+            by_step = curves.setdefault(cell.variant.split("@")[0], {})
+            for row in validation_curve(read_log(path), "val_1step"):
+                if "ciou_all" in row:
+                    by_step.setdefault(row["step"], {})[cell.seed] = row["ciou_all"]
+        return {label: {step: [seeds[s] for s in sorted(seeds)] for step, seeds in sorted(steps.items())}
+                for label, steps in curves.items() if steps}
+
+    def _metrics(self, directory: Path) -> dict[str, Any]:
+        """The trainer's final metrics a complete cell recorded ({} otherwise)."""
+        path = Path(directory) / TRAINING_FILE
+        if not (self.is_complete(directory) and path.exists()):
+            return {}
+        return read_json(path, SMALL_JSON_LIMIT).get("metrics", {})
 
 
 def keep_log(cell_directory: Path, training: Path) -> None:
@@ -106,24 +158,6 @@ def keep_log(cell_directory: Path, training: Path) -> None:
         from bench.rundir import write_text_atomic
 
         write_text_atomic(target, source.read_bytes())
-
-
-def learning_curves(cells: list[Cell], out: Path) -> dict[str, dict[int, list[float]]]:
-    """Per training (the variant's name before any `@STEPS`), per logged step, the in-training one-step validation
-    cIoU of each seed, from the cells' kept logs."""
-    from bench.training.log import read_log, validation_curve
-
-    curves: dict[str, dict[int, dict[int, float]]] = {}
-    for cell in cells:
-        path = cell.directory(out) / TRAINING_LOG
-        if not (is_complete(cell.directory(out)) and path.is_file()):
-            continue
-        by_step = curves.setdefault(cell.variant.split("@")[0], {})
-        for row in validation_curve(read_log(path), "val_1step"):
-            if "ciou_all" in row:
-                by_step.setdefault(row["step"], {})[cell.seed] = row["ciou_all"]
-    return {label: {step: [seeds[s] for s in sorted(seeds)] for step, seeds in sorted(steps.items())}
-            for label, steps in curves.items() if steps}
 
 
 def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
@@ -153,14 +187,6 @@ def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
 
 def _cell_args(cells: list[Cell], variant: str) -> dict[str, Any]:
     return next(cell.config.train_args for cell in cells if cell.variant == variant)
-
-
-def _training_metrics(directory: Path) -> dict[str, Any]:
-    """The trainer's final metrics a complete cell recorded ({} otherwise)."""
-    path = Path(directory) / TRAINING_FILE
-    if not (is_complete(directory) and path.exists()):
-        return {}
-    return read_json(path, SMALL_JSON_LIMIT).get("metrics", {})
 
 
 def timestep_plot(rows: list, densities: dict[str, dict[str, Any]]) -> bytes:
@@ -198,32 +224,6 @@ def timestep_plot(rows: list, densities: dict[str, dict[str, Any]]) -> bytes:
             axes.legend(fontsize="small")
         figure.tight_layout()
         return report.png(figure)
-
-
-def _training_lines(cells: list[Cell], out: Path) -> list[str]:
-    """A table of what each complete cell's training recorded: steps, minutes, in-training validation,
-    text-to-image quality."""
-    rows = []
-    for cell in cells:
-        metrics = _training_metrics(cell.directory(out))
-        if not metrics:
-            continue
-        gen, val = metrics.get("generation", {}), metrics.get("val_1step", {})
-        rows.append([cell.variant, str(cell.seed), str(metrics.get("step", "?")),
-                     f"{metrics.get('wall_seconds', float('nan')) / 60:.1f}",
-                     f"{100 * val['ciou_all']:.1f}" if "ciou_all" in val else "",
-                     f"{100 * gen['colour_match']:.1f} / {100 * gen['count_match']:.1f} / {100 * gen['colour_recall']:.1f}"
-                     if gen else ""])
-    if not rows:
-        return []
-    from bench.report.text import markdown_table
-
-    header = ["variant", "seed", "steps", "train minutes", "in-training val cIoU % (1 step)",
-              "text-to-image colour match / count match / colour recall %"]
-    return ["### Training", "",
-            "What each cell's training recorded (`training.json` in its run directory). The "
-            "in-training validation uses held-out synthetic scenes of the training stream, not the table's samples.",
-            "", markdown_table(rows, header)]
 
 
 def _project_relative(argument: str) -> str:

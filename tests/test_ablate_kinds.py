@@ -1,0 +1,85 @@
+"""Ablation kinds: the registry behind `kind = ...` ("did you mean" for an unknown one), the built-in kinds'
+classes, and a kind registered from outside made and assembled by the driver through the protocol alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from bench.ablate import driver
+from bench.ablate.cells import Cell
+from bench.ablate.evaluate import EvalKind
+from bench.ablate.kinds import ABLATION_KINDS
+from bench.ablate.load import ablation_names, load_ablation
+from bench.ablate.pca import PcaKind
+from bench.ablate.spec import Ablation, EvalConfig, PcaConfig, TrainedEvalConfig
+from bench.ablate.train import TrainKind
+from bench.errors import BenchError
+from bench.registry import UnknownNameError
+
+
+def test_the_built_in_kinds_are_registered_classes():
+    assert ABLATION_KINDS.names() == ["eval", "pca", "train"]
+    assert [ABLATION_KINDS.get(name) for name in ("eval", "train", "pca")] == [EvalKind, TrainKind, PcaKind]
+    assert issubclass(TrainKind, EvalKind)  # it evaluates what it trained as an eval cell does
+    assert (EvalKind.config, TrainKind.config, PcaKind.config) == (EvalConfig, TrainedEvalConfig, PcaConfig)
+    for name in ablation_names():
+        ablation = load_ablation(name)
+        assert ablation.config_class is ABLATION_KINDS.get(ablation.kind).config
+
+
+def test_an_unknown_kind_suggests_the_closest(tmp_path):
+    with pytest.raises(UnknownNameError, match="unknown ablation kind 'trian'. Did you mean 'train'?"):
+        ABLATION_KINDS.get("trian")
+    (tmp_path / "toy.toml").write_text('kind = "evl"\n[variants.a]\n[budgets.smoke]\n')
+    with pytest.raises(BenchError, match=r"^toy.toml: unknown ablation kind 'evl'. Did you mean 'eval'\? Known: eval, "):
+        load_ablation("toy", tmp_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class CountConfig:
+    count: int = 1
+
+
+class CountKind:
+    """A kind whose cell writes its count times its seed; its page lists them."""
+
+    config: ClassVar[type] = CountConfig
+    default_context: ClassVar[str] = ""
+
+    def data_identity(self, config: Any) -> tuple:
+        return ()
+
+    def fingerprints(self, config: Any, data_root: str | None) -> dict[str, str]:
+        return {"nothing": "0"}
+
+    def is_complete(self, directory: Path) -> bool:
+        return (Path(directory) / "value.txt").is_file()
+
+    def is_started(self, directory: Path) -> bool:
+        return False
+
+    def make(self, cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
+        (Path(directory) / "value.txt").write_text(str(cell.config.count * cell.seed))
+
+    def assemble(self, ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
+                 missing: list[tuple[str, str]]) -> list[Path]:
+        page = Path(out) / "page.md"
+        page.write_text("".join(f"{cell.name} {(cell.directory(out) / 'value.txt').read_text()}\n" for cell in cells))
+        return [page]
+
+
+def test_a_kind_registered_from_outside_runs_through_the_driver(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ABLATION_KINDS._entries, "count", CountKind)
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "toy.toml").write_text('kind = "count"\nreference = "one"\n[variants.one]\n[variants.three]\ncount = 3\n'
+                                   "[budgets.smoke]\nseeds = 2\n")
+    monkeypatch.setattr(driver, "load_ablation", functools.partial(load_ablation, directory=defs))
+    assert driver.run(driver.Options(name="toy", out=tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "page.md").read_text() == "one:0 0\none:1 1\nthree:0 0\nthree:1 3\n"
+    assert "wrote" in capsys.readouterr().out
