@@ -11,6 +11,8 @@ An ablation is one TOML file in `bench/ablate/defs/` (nanoGPT-style config files
     plot_x = "steps"               # optional: the model_args key the plots put on the x axis
     [base]                         # the kind's configuration keys (EvalConfig, TrainedEvalConfig, PcaConfig)
     [variants.NAME]                # overrides of base keys; a table value (model_args) is merged into base's
+    [grid]                         # optional: more variants, the product of named axes (bench.ablate.grid),
+                                   # after the [variants] ones
     [budgets.smoke|small|full]     # overrides of base keys, plus `seeds` and `variants` (the subset to run)
     [[claims]]                     # text, rule, metric, margin, paper: judged by bench.ablate.verdicts
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.ablate.grid import grid_variants
 from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.spec import Ablation, Claim, check_keys, unknown
 from bench.errors import BenchError
@@ -31,8 +34,8 @@ from bench.tomlfiles import read_toml
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
-TOP_KEYS = ("include", "question", "kind", "reference", "control", "context", "plot_x", "base", "variants", "budgets",
-            "claims")
+TOP_KEYS = ("include", "question", "kind", "reference", "control", "context", "plot_x", "base", "variants", "grid",
+            "budgets", "claims")
 CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t", "compare")
 
 
@@ -82,6 +85,11 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
     except UnknownNameError as error:
         raise BenchError(f"{path.name}: {error}") from None
     variants = data.get("variants", {})
+    generated = grid_variants(data["grid"], path.name) if "grid" in data else {}
+    twice = next((variant for variant in generated if variant in variants), None)
+    if twice is not None:
+        raise BenchError(f"{path.name}: [grid] makes variant {twice!r}, which [variants] defines too")
+    variants = {**variants, **generated}
     budgets = data.get("budgets", {})
     for budget, values in budgets.items():
         if budget not in BUDGETS:
