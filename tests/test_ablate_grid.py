@@ -74,10 +74,11 @@ B2 = "b2 = { batch_size = 2 }"
     ([(B2, "b2 = 2")], "toy.toml: [grid.axes.batch] 'b2' must be a table of variant keys"),
     ([("[grid]", "[grid]\naxis = 1")], "toy.toml: [grid]: unknown key 'axis'. Did you mean 'axes'?"),
     ([(NAME + "\n", "")], "toy.toml: [grid] needs a name"),
+    ([("[budgets.smoke]", "[grid.axes.none]\n[budgets.smoke]")], "toy.toml: [grid.axes.none] needs labels"),
     ([(NAME, 'name = "{area}{batch}"'), ("[grid.axes.batch]", 'smallb = {}\n[grid.axes.batch]'), (B2, '"4" = {}')],
      "toy.toml: [grid] name '{area}{batch}' makes variant 'smallb4' twice"),  # small x b4 and smallb x 4
 ], ids=["unknown-placeholder", "axis-not-named", "two-axes-one-table-key", "table-and-value", "explicit-too",
-        "not-a-table", "unknown-key", "no-name", "same-name-twice"])
+        "not-a-table", "unknown-key", "no-name", "empty-axis", "same-name-twice"])
 def test_a_grid_error_names_the_file_and_what_is_wrong(tmp_path, changes, message):
     text = TOY
     for old, new in changes:

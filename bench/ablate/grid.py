@@ -31,7 +31,7 @@ def grid_variants(grid: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
     """The variants `grid` makes, name -> keys, in the order above; `where` names the file in errors."""
     check_keys(grid, GRID_KEYS, f"{where}: [grid]")
     axes, template = grid.get("axes", {}), grid.get("name")
-    if not isinstance(template, str) or not axes:
+    if not isinstance(template, str) or not isinstance(axes, dict) or not axes:
         raise BenchError(f"{where}: [grid] needs a name (e.g. name = \"{{AXIS}}@{{AXIS}}\") and "
                          "[grid.axes.AXIS] tables")
     named = PLACEHOLDER.findall(template)
@@ -39,6 +39,8 @@ def grid_variants(grid: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
         if axis not in axes:
             raise BenchError(f"{where}: [grid] name {template!r}: {unknown('placeholder', axis, list(axes))}")
     for axis, values in axes.items():
+        if not isinstance(values, dict) or not values:
+            raise BenchError(f"{where}: [grid.axes.{axis}] needs labels, e.g. \"1\" = {{ model_args = {{ ... }} }}")
         if named.count(axis) != 1:
             raise BenchError(f"{where}: [grid] name {template!r} must name axis {axis!r} exactly once, as {{{axis}}}")
         for label, keys in values.items():
