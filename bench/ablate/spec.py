@@ -1,6 +1,7 @@
 """The parsed ablation: the configuration of each kind's cells, claims, and variants resolved under a budget.
 
-`bench.ablate.load` reads the files into it; `bench.ablate.kinds` names the kind whose configuration class it uses.
+`bench.ablate.load` reads a file into an `Ablation`, whose configuration class is that of the kind the file names
+(`bench.ablate.kinds`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Ablation:
     config_class: type  # the kind's configuration dataclass, which a variant resolves to
     reference: str
     base: dict[str, Any]
-    variants: dict[str, dict[str, Any]]  # name -> overrides, in file order
+    variants: dict[str, dict[str, Any]]  # name -> overrides: [variants] in file order, then the [grid]'s
     budgets: dict[str, dict[str, Any]]
     claims: list[Claim]
     plot_x: str | None = None
