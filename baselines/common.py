@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bench.images import as_rgb_array, resize_image
 from bench.models.base import ModelInput, SegModel
 from bench.rundir import read_json
 from bench.training import Trainer
@@ -440,8 +441,6 @@ class RivalSegModel(SegModel):
         return self.rival_config.train.image_size
 
     def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
-        from genmask.model import as_rgb_array, resize_image
-
         if not batch:
             return []
         begin = time.perf_counter()

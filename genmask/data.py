@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from bench.images import resize_image
 from bench.safefiles import read_json
 from genmask.config import TrainConfig
-from genmask.model import GenMask, images_to_tensor, masks_to_tensor, resize_image
+from genmask.model import GenMask, images_to_tensor, masks_to_tensor
 
 
 @dataclass
