@@ -41,8 +41,9 @@ from bench.images import as_rgb_array, resize_image
 from bench.models.base import ModelInput, SegModel
 from bench.rundir import read_json
 from bench.training import Trainer
+from bench.training.overrides import apply_nested, apply_overrides, load_override_file
 from bench.training.trainers import print_summary
-from genmask.config import TrainConfig, apply_nested, apply_overrides, load_override_file
+from genmask.config import TrainConfig
 from genmask.data import GroupedSegData, draw_items, suite_groups, synth_groups
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"

@@ -133,7 +133,7 @@ class GenMask(nn.Module):
     def from_preset(cls, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                     overrides: list[str] | None = None, vocabulary: list[str] | None = None) -> GenMask:
         """Randomly initialised model from a named preset (`paper`, `tiny`, `micro`) plus `key=value` overrides."""
-        from genmask.config import apply_overrides
+        from bench.training.overrides import apply_overrides
 
         return cls.from_config(apply_overrides(preset(name), overrides or []), device, dtype, vocabulary)
 
@@ -168,7 +168,7 @@ class GenMask(nn.Module):
         """Real weights: Wan (diffusers layout: wan_dir/transformer, wan_dir/vae) + Qwen2.5-VL (transformers
         layout, with its processor files); the text projection is new. The config's component sections are
         rewritten from the loaded components so the saved config tells the truth."""
-        from genmask.config import apply_overrides
+        from bench.training.overrides import apply_overrides
 
         config = apply_overrides(preset(name), overrides or [])
         wan_dir, qwen_dir = Path(wan_dir), Path(qwen_dir)

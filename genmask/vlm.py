@@ -31,10 +31,11 @@ from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
+from bench.training.overrides import apply_nested, apply_overrides, load_override_file
 from bench.training.process import launched_as_main, make_accelerator
 from bench.training.trainers import print_summary
 from bench.weights_check import check_checkpoint
-from genmask.config import EncoderConfig, apply_nested, apply_overrides, load_override_file
+from genmask.config import EncoderConfig
 from genmask.processor import WordLevelProcessor, load_processor, special_token_ids
 
 ANSWER, END = "ans", "eos"  # the words that open and close an answer

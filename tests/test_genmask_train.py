@@ -89,7 +89,7 @@ def test_resuming_with_another_schedule_needs_new_schedule(vae_dir: str, tmp_pat
 
 
 def test_unknown_override_is_an_error(vae_dir: str, tmp_path) -> None:
-    from genmask.config import ConfigError
+    from bench.training.overrides import ConfigError
 
     with pytest.raises(ConfigError, match="train.stepz"):
         dit(tmp_path, vae_dir, "train.stepz=3")

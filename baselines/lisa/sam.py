@@ -29,6 +29,7 @@ from PIL import Image
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
 from bench.training import Trainer
+from bench.training.overrides import apply_overrides
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -365,7 +366,6 @@ class SamTinyTrainer(Trainer):
     @classmethod
     def run(cls, args: argparse.Namespace) -> int:
         from bench.training.process import launched_as_main
-        from genmask.config import apply_overrides
 
         if args.preset not in SAM_PRESETS:
             raise SystemExit(f"unknown sam-tiny preset {args.preset!r}; known: {', '.join(SAM_PRESETS)}")
