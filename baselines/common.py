@@ -1,9 +1,10 @@
 """What every trained rival shares, so that the comparison with GenMask is fair.
 
-- `RivalTrainConfig`: the data stream (seed, data, train_samples, group_size, task_weights, image_size),
-  whose defaults are GenMask's grouped pipeline (`genmask.config.TrainConfig`) at the tiny image size, and the
-  recipe. A rival's whole config is a `RivalConfig` (`model`: its own dataclass, `train`: this one), changed by
-  `key=value` overrides with dotted keys (`train.steps=500`, `model.width=32`); an unknown key is an error.
+- `RivalTrainConfig`: the data stream GenMask trains on (`bench.training.recipe.SampleStream`: data,
+  train_samples, group_size, task_weights, val_samples) at the tiny image size, and the shared recipe
+  (`bench.training.recipe.EMARecipe`: seed, optimiser, schedule, EMA, stop rules). A rival's whole config is a
+  `RivalConfig` (`model`: its own dataclass, `train`: this one), changed by `key=value` overrides
+  (`bench.training.overrides`) with dotted keys (`train.steps=500`, `model.width=32`); an unknown key is an error.
 - The sample stream: `training_data(train)` builds the grouped data GenMask trains on (no latents: the rivals
   read pixels) and `batch_items(data, train, step, rank, world)` draws, for a seed and step, exactly the
   items GenMask's `make_batch` draws when its segmentation count equals the rival's batch size.
@@ -42,44 +43,24 @@ from bench.models.base import ModelInput, SegModel
 from bench.rundir import read_json
 from bench.training import Trainer
 from bench.training.overrides import apply_nested, apply_overrides, load_override_file
+from bench.training.recipe import EMARecipe, SampleStream
 from bench.training.trainers import print_summary
-from genmask.config import TrainConfig
 from genmask.data import GroupedSegData, draw_items, suite_groups, synth_groups
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]  # where `genmask/checkpoints/...` and `baselines/...` live
-_GENMASK_TRAIN = TrainConfig()  # the data-stream defaults come from GenMask's own recipe
 TINY_IMAGE_SIZE = 64  # genmask/checkpoints/tiny/config.json
 
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class RivalTrainConfig:
-    """The data stream (identical for every model given the same values) and the training recipe."""
+class RivalTrainConfig(EMARecipe, SampleStream):
+    """GenMask's data stream (the same samples for the same values) at the rival's square input size, and the
+    shared recipe."""
 
-    seed: int = 0
-    threads: int = 1
-    # data stream: the same fields, meanings and defaults as GenMask's TrainConfig
-    data: str = _GENMASK_TRAIN.data  # "synth" or a registered suite's train split under data_root
-    data_root: str = _GENMASK_TRAIN.data_root
-    train_samples: int = _GENMASK_TRAIN.train_samples
-    group_size: int = _GENMASK_TRAIN.group_size
-    task_weights: dict[str, float] = field(default_factory=lambda: dict(_GENMASK_TRAIN.task_weights))
     image_size: int = TINY_IMAGE_SIZE
-    # recipe
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0
-    eval_every: int = 500
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0
-    stop_at_step: int = 0
-    val_samples: int = _GENMASK_TRAIN.val_samples
 
 
 @dataclass
@@ -364,9 +345,7 @@ class RivalTrainer(Trainer):
         val = validation_set(train) if main else None
         groups = cls.param_groups(model, train)
         trainable = [p for group in groups for p in group["params"]]
-        run = begin_training(out, model, groups, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
-                             min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
-                             ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+        run = begin_training(out, model, groups, train, resume=resume, new_schedule=new_schedule)
         schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
         prepared, optimizer = accelerator.prepare(model, run.optimizer)
         model.train()

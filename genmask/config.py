@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.training.overrides import ConfigError, apply_nested
+from bench.training.recipe import EMARecipe, SampleStream
 
 
 @dataclass
@@ -78,35 +79,24 @@ class EncoderConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Training recipe for both stages (`vae` and `dit`)."""
+class TrainConfig(EMARecipe, SampleStream):
+    """Training recipe for every stage (`vae`, `t2i`, `dit`): the shared recipe (`bench.training.recipe`: seed,
+    optimiser, schedule, clipping, EMA, stop and save rules), the shared sample stream (`SampleStream`),
+    and GenMask's own settings below."""
 
-    seed: int = 0
     threads: int = 2
+    steps: int = 8000  # dit stage
+    warmup_steps: int = 200
     # where the weights start: "scratch" (random), "foundation" (encoder from vlm_dir, DiT from dit_dir if set) or
     # "checkpoint" (a trained GenMask in init_dir: its architecture and weights; only `shortcut` may change)
     init: str = "scratch"
     init_dir: str = ""
     vlm_dir: str = ""  # a VLM foundation (`bench train --model genmask-vlm`, its OUT/final)
     dit_dir: str = ""  # a text-to-image DiT foundation (a diffusers WanTransformer3DModel directory); "" = random
-    # data: "synth" (bench.synth scenes) or a registered suite's train split read from data_root
-    data: str = "synth"
-    data_root: str = ""
-    train_samples: int = 20000  # synth: scenes (grouped) or samples (one per scene); a suite: at most this many
-    group_size: int = 1  # expressions of the same image per batch group, different targets first; 1 = none
-    task_weights: dict[str, float] = field(default_factory=lambda: {"referring": 1.0, "reasoning": 1.0})
-    val_samples: int = 256
     caption_samples: int = 10000
     captions: str = "synth"  # text-to-image data: "synth" or a COCO captions file (captions_*.json)
     # dit stage
-    steps: int = 8000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0  # EMA of the trained weights, used to validate and save (both stages); 0 = off
     seg_fraction: float = 0.5  # share of segmentation samples per batch; 1 = segmentation only, 0 = t2i only
     # auxiliary BCE + Dice on segmentation samples' one-step x0, read to pixels by a fixed least-squares linear
     # readout (genmask.readout): an area-normalised mask loss beside the latent MSE; 0 = latent MSE alone
@@ -115,11 +105,7 @@ class TrainConfig:
     seg_sampler_params: dict[str, float] = field(default_factory=lambda: {"a": 0.05})
     gen_sampler: str = "logit_normal"
     gen_sampler_params: dict[str, float] = field(default_factory=lambda: {"mean": 0.0, "std": 1.0})
-    eval_every: int = 500
     generation_eval: int = 0  # after training, score text-to-image samples of this many held-out captions
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
-    stop_at_step: int = 0  # stop (and save) once this step is done, to split a run into sessions; 0 = never
     vae_dir: str = ""  # trained VAE (output of the vae stage) for the dit stage
     # vae stage
     vae_steps: int = 1500
@@ -219,4 +205,3 @@ def preset(name: str) -> GenMaskConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]()
-

@@ -25,6 +25,7 @@ mixed batches keep one shape.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -46,7 +47,7 @@ from bench.training.loop import StepLoop
 from bench.training.process import make_accelerator
 from bench.training.seeding import step_generator
 from bench.training.validation import ciou, sample_scores, validation_metrics
-from genmask.config import GenMaskConfig
+from genmask.config import GenMaskConfig, TrainConfig
 from genmask.data import (
     GroupedSegData,
     coco_captions,
@@ -174,6 +175,13 @@ class VAELoss(nn.Module):
         return F.mse_loss(reconstruction, pixels) + self.kl_weight * posterior.kl().mean()
 
 
+def vae_recipe(train: TrainConfig) -> TrainConfig:
+    """The vae stage's recipe: its own lr and steps, AdamW's default weight decay (0.01, which the shipped VAE was
+    trained with), and no stop rules (the stage always runs to its end and then writes OUT/vae)."""
+    return dataclasses.replace(train, lr=train.vae_lr, steps=train.vae_steps, weight_decay=0.01, max_minutes=0.0,
+                               stop_at_step=0)
+
+
 def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
     """Train the VAE on an even mix of images and masks; measure latent statistics and mask IoU at the end."""
     train = config.train
@@ -182,10 +190,7 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     vae = build_vae(config)
     data = synth_segmentation(train.seed, train.train_samples, config.image_size)
     val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    run = begin_training(out, vae, vae.parameters(), lr=train.vae_lr, steps=train.vae_steps,
-                         warmup_steps=train.warmup_steps, min_lr_ratio=train.min_lr_ratio,
-                         weight_decay=0.01,  # AdamW's default, which the shipped VAE was trained with
-                         ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+    run = begin_training(out, vae, vae.parameters(), vae_recipe(train), resume=resume, new_schedule=new_schedule)
     schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
     loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), run.optimizer)
     main = accelerator.is_main_process
@@ -363,9 +368,7 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
         captions = load_caption_data(model) if train.seg_fraction < 1 and not untrained else None
     val = validation_data(config) if main and train.seg_fraction > 0 else None  # t2i alone: see genmask.generate
     trainable = [p for p in model.parameters() if p.requires_grad]
-    run = begin_training(out, model, trainable, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
-                         min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
-                         ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+    run = begin_training(out, model, trainable, train, resume=resume, new_schedule=new_schedule)
     start = run.start
     readout = None
     if train.mask_loss_weight and seg is not None:
