@@ -5,9 +5,9 @@
   (`bench.training.recipe.EMARecipe`: seed, optimiser, schedule, EMA, stop rules). A rival's whole config is a
   `RivalConfig` (`model`: its own dataclass, `train`: this one), changed by `key=value` overrides
   (`bench.training.overrides`) with dotted keys (`train.steps=500`, `model.width=32`); an unknown key is an error.
-- The sample stream: `training_data(train)` builds the grouped data GenMask trains on (no latents: the rivals
-  read pixels) and `batch_items(data, train, step, rank, world)` draws, for a seed and step, exactly the
-  items GenMask's `make_batch` draws when its segmentation count equals the rival's batch size.
+- The sample stream (`bench.training.stream`): `training_data(train)` builds the grouped data GenMask trains on
+  (no latents: the rivals read pixels) and `batch_items(data, train, step, rank, world)` draws, for a seed and
+  step, exactly the items GenMask's `make_batch` draws when its segmentation count equals the rival's batch size.
 - `RivalTrainer`: `bench train --model NAME` for a rival. A subclass gives `build(config) -> RivalModule`
   (foundations loaded, frozen parts marked), and may change `loss` (default BCE + Dice on the module's
   logits) and `predict` (default the module's logits). The loop is the harness's `StepLoop` (exact resume
@@ -29,7 +29,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,10 +41,12 @@ from bench.images import as_rgb_array, resize_image
 from bench.models.base import ModelInput, SegModel
 from bench.rundir import read_json
 from bench.training import Trainer
+from bench.training.heldout import validation_data
 from bench.training.overrides import apply_nested, apply_overrides, load_override_file
 from bench.training.recipe import EMARecipe, SampleStream
+from bench.training.seeding import step_generator
+from bench.training.stream import GroupedSegData, draw_items, training_groups
 from bench.training.trainers import print_summary
-from genmask.data import GroupedSegData, draw_items, suite_groups, synth_groups
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]  # where `genmask/checkpoints/...` and `baselines/...` live
@@ -86,15 +87,11 @@ def stream_fingerprint(train: RivalTrainConfig) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- data stream
 def training_data(train: RivalTrainConfig) -> GroupedSegData:
     """The grouped training data GenMask trains on for these settings (images, masks, instructions)."""
-    if train.data == "synth":
-        return synth_groups(train.seed, train.train_samples, train.image_size)
-    return suite_groups(train.data, train.data_root, train.image_size, train.train_samples)
+    return training_groups(train, train.image_size)
 
 
 def batch_items(data: GroupedSegData, train: RivalTrainConfig, step: int, rank: int = 0, world: int = 1) -> list[int]:
     """The item indices of one process's batch: GenMask's `draw_items` on the (seed, step, rank) stream."""
-    from bench.training.seeding import step_generator
-
     return draw_items(data, train.batch_size, train, step_generator(train.seed, step, rank, world))
 
 
@@ -108,10 +105,8 @@ def make_rival_batch(data: GroupedSegData, train: RivalTrainConfig, step: int, r
 
 
 def validation_set(train: RivalTrainConfig):
-    """GenMask's held-out samples for these settings (`genmask.train.validation_data`), or None."""
-    from genmask.train import validation_data
-
-    return validation_data(SimpleNamespace(train=train, image_size=train.image_size))
+    """GenMask's held-out samples for these settings (`bench.training.heldout`), or None."""
+    return validation_data(train, train.image_size)
 
 
 # -------------------------------------------------------------------------------------- foundations

@@ -29,7 +29,6 @@ import dataclasses
 import itertools
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,71 +41,25 @@ from tqdm import tqdm
 from bench.training.cache import cached_arrays
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
+from bench.training.heldout import VAL_SEED_OFFSET, SegData, synth_segmentation, validation_data
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import make_accelerator
 from bench.training.seeding import step_generator
+from bench.training.stream import GroupedSegData, draw_items
 from bench.training.validation import ciou, sample_scores, validation_metrics
 from genmask.config import GenMaskConfig, TrainConfig
-from genmask.data import (
-    GroupedSegData,
-    coco_captions,
-    draw_items,
-    encode_batched,
-    load_grouped_data,
-    suite_groups,
-)
+from genmask.data import coco_captions, encode_batched, load_grouped_data
 from genmask.model import GenMask, check_inputs, images_to_tensor, masks_to_tensor, widen_patch_embedding
 from genmask.timesteps import density, sample_timesteps
 
-VAL_SEED_OFFSET = 1_000_003  # validation scenes come from a different synth stream than training scenes
-
 
 # ------------------------------------------------------------------------------------------ data
-@dataclass
-class SegData:
-    """Segmentation samples: images, masks, instructions, kinds and (after encoding) latents."""
-
-    images: np.ndarray  # uint8 (N, H, W, 3)
-    masks: np.ndarray  # bool (N, H, W)
-    texts: list[str]
-    kinds: list[str]
-    rules: list[str] = field(default_factory=list)  # finer than kinds: expression kind or reasoning rule
-    image_latents: np.ndarray | None = None  # float16 (N, C, 1, h, w), normalised
-    mask_latents: np.ndarray | None = None
-
-
-def synth_segmentation(seed: int, count: int, image_size: int) -> SegData:
-    from bench.synth import iter_training_samples
-
-    samples = list(itertools.islice(iter_training_samples(seed, task="both", image_size=image_size), count))
-    return SegData(np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]).astype(bool),
-                   [s.text for s in samples], [s.kind for s in samples], [s.rule for s in samples])
-
-
 def synth_captions(seed: int, count: int, image_size: int) -> tuple[np.ndarray, list[str]]:
     from bench.synth import iter_captions
 
     pairs = list(itertools.islice(iter_captions(seed, image_size=image_size), count))
     return np.stack([image for image, _ in pairs]), [text for _, text in pairs]
-
-
-def validation_data(config: GenMaskConfig) -> SegData | None:
-    """Held-out samples, one per image: fresh synth scenes, or the first `val_samples` of the suite's val split
-    (None, with a note, when the suite has none)."""
-    train = config.train
-    if train.data == "synth":
-        return synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    from bench.suites import SUITES
-
-    suite_class = SUITES.get(train.data)  # splits are class attributes: nothing is read to check them
-    if "val" not in suite_class.splits + suite_class.train_splits:
-        print(f"note: {train.data} has no val split; training runs without validation")
-        return None
-    val = suite_groups(train.data, train.data_root, config.image_size, train.val_samples, split="val")
-    return SegData(val.images[[item.image for item in val.items]], val.masks[[item.mask for item in val.items]],
-                   [item.text for item in val.items], [item.kind for item in val.items],
-                   [item.rule for item in val.items])
 
 
 def load_caption_data(model: GenMask) -> tuple[list[str], np.ndarray]:
@@ -280,7 +233,7 @@ def mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[str], np.ndarray] | None,
                step: int, rank: int = 0, world_size: int = 1) -> dict:
     """One process's training batch, all randomness from (seed, step, rank): segmentation samples first (in
-    groups of instructions on the same image, `genmask.data.draw_items`), then text-to-image (whose shortcut is
+    groups of instructions on the same image, `bench.training.stream.draw_items`), then text-to-image (whose shortcut is
     the zero latent). `train.batch_size` is per process; `train.seg_fraction=0` pretrains text-to-image alone."""
     train = model.config.train
     generator = step_generator(train.seed, step, rank, world_size)
@@ -366,7 +319,8 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     with accelerator.main_process_first():  # the main process fills the latent cache, the others read it
         seg = load_grouped_data(model) if train.seg_fraction > 0 and not untrained else None
         captions = load_caption_data(model) if train.seg_fraction < 1 and not untrained else None
-    val = validation_data(config) if main and train.seg_fraction > 0 else None  # t2i alone: see genmask.generate
+    # held-out segmentation samples (t2i alone has none: see genmask.generate)
+    val = validation_data(train, config.image_size) if main and train.seg_fraction > 0 else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     run = begin_training(out, model, trainable, train, resume=resume, new_schedule=new_schedule)
     start = run.start

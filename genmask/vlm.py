@@ -29,6 +29,7 @@ from bench.rundir import read_json
 from bench.training import Trainer
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
+from bench.training.heldout import VAL_SEED_OFFSET
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.overrides import apply_nested, apply_overrides, load_override_file
@@ -41,7 +42,6 @@ from genmask.processor import WordLevelProcessor, load_processor, special_token_
 
 ANSWER, END = "ans", "eos"  # the words that open and close an answer
 FOUNDATION_FILE = "foundation.json"
-VAL_SEED_OFFSET = 1_000_003
 
 
 @dataclass

@@ -59,7 +59,7 @@ def test_resumed_run_matches_an_uninterrupted_one(vae_dir: str, tmp_path, ema_de
 
 
 def test_batches_mix_segmentation_and_generation(vae_dir: str) -> None:
-    from genmask.data import GroupedSegData, SegItem
+    from bench.training.stream import GroupedSegData, SegItem
     from genmask.model import GenMask
 
     model = GenMask.from_preset("micro", vocabulary=["red"])

@@ -29,13 +29,13 @@ from PIL import Image
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
 from bench.training import Trainer
+from bench.training.heldout import VAL_SEED_OFFSET
 from bench.training.overrides import apply_overrides
 from bench.training.recipe import Recipe
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 SAM_STREAM = 2_000  # bench.synth's streams: suites < 100, training 1_000-1_002
-VAL_SEED_OFFSET = 1_000_003
 CONFIG_FILE = "sam_tiny.json"
 METRICS_FILE = "metrics.json"
 
