@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from torch import nn
-from tqdm import tqdm
 
 from bench.training.cache import cached_arrays
 from bench.training.checkpoint import begin_training
@@ -143,53 +142,36 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     vae = build_vae(config)
     data = synth_segmentation(train.seed, train.train_samples, config.image_size)
     val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    run = begin_training(out, vae, vae.parameters(), vae_recipe(train), resume=resume, new_schedule=new_schedule)
-    schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
+    recipe = vae_recipe(train)
+    run = begin_training(out, vae, vae.parameters(), recipe, resume=resume, new_schedule=new_schedule)
     loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), run.optimizer)
     main = accelerator.is_main_process
-    log, last_save, begin = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
-
-    def save(step: int) -> None:
-        checkpoint.save(vae, optimizer, step=step, wall_seconds=wall_before + time.time() - begin,
-                        schedule=schedule, ema=ema)
-
-    progress = tqdm(range(start, train.vae_steps), initial=start, total=train.vae_steps, desc="vae", disable=not main)
-    for step in progress:
+    loop = StepLoop(accelerator=accelerator, model=vae, parameters=vae.parameters(), optimizer=optimizer,
+                    schedule=run.schedule, ema=run.ema, checkpoint=run.checkpoint,
+                    log=JsonlLog(out / "log.jsonl", main), stage="vae", train=recipe, start=run.start,
+                    wall_before=run.wall_before)
+    half = train.vae_batch_size // 2
+    for step in loop.steps():
         generator = step_generator(train.seed, step, accelerator.process_index, accelerator.num_processes)
         index = torch.randint(len(data.texts), (train.vae_batch_size,), generator=generator).numpy()
-        half = train.vae_batch_size // 2
         pixels = torch.cat([images_to_tensor(list(data.images[index[:half]])),
                             masks_to_tensor(list(data.masks[index[half:]]))]).to(accelerator.device)
-        schedule.apply(optimizer, step)
-        loss = loss_module(pixels)
-        optimizer.zero_grad()
-        accelerator.backward(loss)
-        if train.grad_clip:
-            accelerator.clip_grad_norm_(vae.parameters(), train.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 50 == 0:
-            log.write({"stage": "vae", "step": step, "loss": loss.item(), "elapsed": time.time() - begin})
-        if main and time.time() - last_save > train.checkpoint_minutes * 60:
-            save(step + 1)
-            last_save = time.time()
-    accelerator.wait_for_everyone()
+        loop.learning_rate(step)
+        loop.step(step, loss_module(pixels))
+    loop.finish()
     vae.eval()
     if not main:
         return {}
-    save(train.vae_steps)
-    with averaged(ema), torch.no_grad():
+    with averaged(run.ema), torch.no_grad():
         sample = torch.cat([images_to_tensor(list(data.images[:256])), masks_to_tensor(list(data.masks[:256]))])
         latents = torch.cat([vae.encode(sample[i : i + 64]).latent_dist.mode() for i in range(0, len(sample), 64)])
         vae.register_to_config(latents_mean=latents.mean(dim=(0, 2, 3, 4)).tolist(),
                                latents_std=latents.std(dim=(0, 2, 3, 4)).tolist())
         vae.save_pretrained(out / "vae", safe_serialization=True)
         metrics = {"mask_iou_val": mask_reconstruction_iou(vae, val.masks), "steps": train.vae_steps,
-                   "wall_seconds_this_run": time.time() - begin}
+                   "wall_seconds_this_run": time.time() - loop.begin}
     (out / "vae" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    log.write({"stage": "vae", "final": metrics})
+    loop.log.write({"stage": "vae", "final": metrics})
     return metrics
 
 
