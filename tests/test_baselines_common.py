@@ -27,7 +27,8 @@ from baselines.common import (
     training_data,
 )
 from bench.models.base import ModelInput
-from genmask.config import ConfigError, GenMaskConfig, TrainConfig
+from bench.training.overrides import ConfigError
+from genmask.config import GenMaskConfig, TrainConfig
 
 SMALL = ["train.train_samples=6", "train.val_samples=4", "train.image_size=32", "train.batch_size=4",
          "train.warmup_steps=1", "train.eval_every=0", "train.threads=1"]

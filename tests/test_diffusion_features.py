@@ -100,7 +100,7 @@ def test_round_trip(tmp_path) -> None:
     image = np.random.default_rng(2).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     [mask] = adapter.predict([ModelInput(sample=None, image=image, text="the red circle")])
     assert mask.shape == (50, 70)
-    from genmask.model import resize_image
+    from bench.images import resize_image
 
     with torch.no_grad():
         logits = module(resize_image(image, 64)[None], ["the red circle"])

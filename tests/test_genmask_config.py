@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genmask.config import ConfigError, GenMaskConfig, apply_overrides, load_override_file, preset
+from bench.training.overrides import ConfigError, apply_overrides, load_override_file
+from genmask.config import GenMaskConfig, preset
 
 
 def test_presets_have_the_documented_sizes() -> None:

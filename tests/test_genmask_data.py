@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.training.stream import GroupedSegData, SegItem, draw_items, suite_groups, synth_groups
 from genmask.config import TrainConfig
-from genmask.data import GroupedSegData, SegItem, coco_captions, draw_items, suite_groups, synth_groups
+from genmask.data import coco_captions
 
 
 def test_synth_groups_keep_every_instruction_of_a_scene() -> None:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from bench.training.heldout import SegData
 from bench.training.validation import validation_metrics
 from genmask.diagnose import instruction_use, learning_curve, main, mean_iou
-from genmask.train import SegData
 
 
 def reference_ciou(predicted: np.ndarray, target: np.ndarray, chosen: list[bool]) -> float:

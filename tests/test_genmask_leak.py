@@ -27,9 +27,9 @@ def micro_model():
 
 
 def test_at_t_zero_the_probe_returns_the_vae_round_trip_whatever_the_instruction() -> None:
+    from bench.training.heldout import synth_segmentation
     from bench.training.validation import ciou, sample_scores
     from genmask.model import masks_to_tensor
-    from genmask.train import synth_segmentation
 
     model = micro_model()
     data = synth_segmentation(5, 6, model.config.image_size)
@@ -59,10 +59,11 @@ def test_cli_leak_adds_the_table_and_refuses_a_bad_grid(tmp_path, capsys) -> Non
 
 
 def test_calibration_scores_every_threshold_as_predict_would_and_the_adapter_applies_the_choice(tmp_path) -> None:
+    from bench.training.heldout import synth_segmentation
     from bench.training.validation import ciou, sample_scores
     from genmask.adapter import GenMaskSegModel
     from genmask.diagnose import calibrate_threshold
-    from genmask.train import predict_masks, synth_segmentation
+    from genmask.train import predict_masks
 
     model = micro_model()
     data = synth_segmentation(7, 5, model.config.image_size)

@@ -59,7 +59,7 @@ def test_resumed_run_matches_an_uninterrupted_one(vae_dir: str, tmp_path, ema_de
 
 
 def test_batches_mix_segmentation_and_generation(vae_dir: str) -> None:
-    from genmask.data import GroupedSegData, SegItem
+    from bench.training.stream import GroupedSegData, SegItem
     from genmask.model import GenMask
 
     model = GenMask.from_preset("micro", vocabulary=["red"])
@@ -89,7 +89,7 @@ def test_resuming_with_another_schedule_needs_new_schedule(vae_dir: str, tmp_pat
 
 
 def test_unknown_override_is_an_error(vae_dir: str, tmp_path) -> None:
-    from genmask.config import ConfigError
+    from bench.training.overrides import ConfigError
 
     with pytest.raises(ConfigError, match="train.stepz"):
         dit(tmp_path, vae_dir, "train.stepz=3")

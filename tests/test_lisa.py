@@ -15,7 +15,7 @@ from baselines.lisa.model import SEG_TOKEN, LisaConfig, build_tiny_lisa
 from baselines.lisa.sam import SAM_PRESETS, build_sam, postprocess_masks, sam_pixels, save_sam
 from baselines.lisa.tokenizer import MissingDependencyError
 from baselines.lisa.train import LisaTrainer
-from genmask.data import synth_groups
+from bench.training.stream import synth_groups
 
 FOUNDATION = "genmask/checkpoints/foundations/vlm-tiny"
 
