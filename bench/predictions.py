@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.errors import DataFormatError
+from bench.io import LINE_LIMIT, atomic_file, bounded_lines, expansion_limit, open_binary
 from bench.masks import RLEError, counts_valid, rle_counts
-from bench.safefiles import LINE_LIMIT, atomic_file, bounded_lines, expansion_limit, open_binary
 
 GZ = ".gz"
 
@@ -260,7 +260,7 @@ def write_records(path: Path, records: Iterable[dict[str, Any]],
 
 
 def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
-    """`fill` writes the content (gzipped when `path` ends in .gz) through `bench.safefiles.atomic_file`."""
+    """`fill` writes the content (gzipped when `path` ends in .gz) through `bench.io.atomic_file`."""
     with atomic_file(path) as raw, _gzip_writer(raw) if is_gzipped(path) else contextlib.nullcontext(raw) as binary:
         fill(binary)
 

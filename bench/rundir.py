@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import safefiles
 from bench.errors import BenchError, DataFormatError
+from bench.io import read_json_object, write_json
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -177,17 +177,17 @@ class RunDir:
         return sorted(self.path.glob("predictions*.jsonl")) + sorted(self.path.glob("predictions*.jsonl.gz"))
 
     def read(self) -> RunRecord:
-        return RunRecord.from_dict(read_json(self.run_file), source=str(self.run_file))
+        return RunRecord.from_dict(read_json_object(self.run_file), source=str(self.run_file))
 
     def write(self, record: RunRecord) -> None:
-        write_json(self.run_file, record.to_stored())
+        write_json(self.run_file, record.to_stored(), sort_keys=True)
 
     def read_metrics(self, suite: str) -> dict[str, Any] | None:
         path = self.metrics(suite)
-        return read_json(path) if path.is_file() else None
+        return read_json_object(path) if path.is_file() else None
 
     def write_metrics(self, suite: str, metrics: dict[str, Any]) -> None:
-        write_json(self.metrics(suite), metrics)
+        write_json(self.metrics(suite), metrics, sort_keys=True)
 
 
 def checkout_root() -> Path | None:
@@ -322,19 +322,3 @@ def default_run_path(*name_parts: str, root: Path | None = None) -> Path:
 
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a file of at most SMALL_JSON_LIMIT bytes; anything else is a DataFormatError naming it."""
-    data = safefiles.read_json(path, safefiles.SMALL_JSON_LIMIT)
-    if not isinstance(data, dict):
-        raise DataFormatError(f"{path}: expected a JSON object")
-    return data
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (`bench.safefiles.atomic_file`): a crash never leaves a half-written file."""
-    safefiles.write_json(path, data, sort_keys=True)
-
-
-write_text_atomic = safefiles.write_atomic

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from bench.safefiles import read_json
+from bench.io import read_json
 from genmask.config import TrainConfig
 from genmask.model import GenMask, images_to_tensor, masks_to_tensor, resize_image
 

@@ -217,9 +217,9 @@ def test_a_fifo_annotation_is_refused_not_waited_on(tmp_path: Path):
 def test_a_gzip_bomb_is_refused_before_anything_is_copied(tmp_path: Path, capsys, monkeypatch):
     import gzip
 
-    from bench import safefiles
+    import bench.io
 
-    monkeypatch.setattr(safefiles, "GZIP_FLOOR", 1 << 20)
+    monkeypatch.setattr(bench.io, "GZIP_FLOOR", 1 << 20)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.io import read_text
 from bench.report.runs import Run
 from bench.report.text import (
     MISSING,
@@ -18,7 +19,6 @@ from bench.report.text import (
     timings_text,
 )
 from bench.rundir import RunDir
-from bench.safefiles import read_text
 
 RUNS_PAGE = "runs.md"  # the leaderboard runs' provenance, at the top of the results directory
 OPTIONAL_FACTS = ("kind", "data root", "limit")  # shown only when set
