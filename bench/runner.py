@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bench.code_version import git_commit, package_versions
 from bench.distributed import ProcessInfo, check_device, gather, init_processes, local_device
 from bench.errors import BenchError, SampleError, UnknownSplitError, check_run_sizes
 from bench.loading import LoadedSample, iter_loaded
@@ -26,7 +27,6 @@ from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
 from bench.models.base import quiet_model_loading
 from bench.predictions import PredictionWriter, iter_records, write_records
-from bench.provenance import git_commit, package_versions
 from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample, Suite
 

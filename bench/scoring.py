@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bench.code_version import git_commit, package_versions
 from bench.errors import BenchError, UnknownSplitError
 from bench.io import refuse_input_as_output
 from bench.loading import read_target_rle
 from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
 from bench.predictions import index_predictions, read_lines, readable_predictions, record_line, write_records
-from bench.provenance import git_commit, package_versions
 from bench.rundir import LOCK_FILE, RunDir, RunLock, RunRecord, default_run_path, now_iso
 from bench.suites import SUITES, Sample
 

@@ -72,8 +72,8 @@ def cell_command(ablation: str, budget: str, cell_name: str, out: Path, extra: l
 
 def record_provenance(directory: Path) -> None:
     """Write the cell's provenance.json, or, on a resume by other code, add that code to its `resumed_by`."""
+    from bench.code_version import code_identity
     from bench.io import read_json_object, write_atomic
-    from bench.provenance import code_identity
 
     path = Path(directory) / PROVENANCE
     identity = code_identity()
