@@ -255,7 +255,7 @@ def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.predictions import compact_run
+    from bench.rundir.predictions import compact_run
 
     for run in args.runs:
         for path in compact_run(run):

@@ -26,8 +26,10 @@ from bench.loading import LoadedSample, iter_loaded
 from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
 from bench.models.base import quiet_model_loading
-from bench.predictions import PredictionWriter, iter_records, write_records
-from bench.rundir import RunDir, RunLock, RunRecord, default_run_path, now_iso
+from bench.rundir.layout import RunDir, default_run_path
+from bench.rundir.lock import RunLock
+from bench.rundir.predictions import PredictionWriter, iter_records, write_records
+from bench.rundir.record import RunRecord, now_iso
 from bench.suites import SUITES, Sample, Suite
 
 FAILURE_REASONS = 3  # the most frequent reasons a run's summary names

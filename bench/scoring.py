@@ -22,13 +22,21 @@ from bench.io import refuse_input_as_output
 from bench.loading import read_target_rle
 from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
-from bench.predictions import index_predictions, read_lines, readable_predictions, record_line, write_records
-from bench.rundir import LOCK_FILE, RunDir, RunLock, RunRecord, default_run_path, now_iso
+from bench.rundir.layout import LOCK_FILE, RunDir, default_run_path
+from bench.rundir.lock import RunLock
+from bench.rundir.predictions import (
+    index_predictions,
+    read_lines,
+    readable_predictions,
+    record_line,
+    write_records,
+)
+from bench.rundir.record import RunRecord, now_iso
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
 FAILURE_REASONS = 3  # as bench.runner: the most frequent failure reasons named in a warning
-READ_BATCH = 512  # predictions read and their RLEs validated together (bench.predictions.read_lines)
+READ_BATCH = 512  # predictions read and their RLEs validated together (bench.rundir.predictions.read_lines)
 
 
 @dataclass

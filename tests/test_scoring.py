@@ -172,7 +172,7 @@ def test_bench_score_refuses_a_directory_another_run_is_writing(tmp_path, data_r
     out = tmp_path / "busy"
     out.mkdir()
     holder = subprocess.Popen(  # another process holds the run directory's lock, as a run in progress does
-        [sys.executable, "-c", "import sys, time; from bench.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+        [sys.executable, "-c", "import sys, time; from bench.rundir.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
          "print('ready', flush=True); time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"

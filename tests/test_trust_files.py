@@ -15,9 +15,10 @@ from test_report import split_metrics, write_run
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
 from bench.io import write_atomic, write_json
-from bench.predictions import compact_run, write_records
 from bench.report import build_report
-from bench.rundir import RunDir, RunLock
+from bench.rundir.layout import RunDir
+from bench.rundir.lock import RunLock
+from bench.rundir.predictions import compact_run, write_records
 
 VICTIM = b"precious user data\n" * 300
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.ablate.cells import Cell
 from bench.report.runs import DECLARED_RUNS, read_declared
-from bench.rundir import RunDir
+from bench.rundir.layout import RunDir
 from bench.tomlfiles import toml_string
 
 

@@ -18,7 +18,7 @@ from bench.report.text import (
     metric_settings,
     timings_text,
 )
-from bench.rundir import RunDir
+from bench.rundir.layout import RunDir
 
 RUNS_PAGE = "runs.md"  # the leaderboard runs' provenance, at the top of the results directory
 OPTIONAL_FACTS = ("kind", "data root", "limit")  # shown only when set

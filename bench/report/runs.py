@@ -9,8 +9,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bench.errors import DataFormatError
-from bench.predictions import iter_records
-from bench.rundir import RUN_FILE, RunDir, RunRecord
+from bench.rundir.layout import RUN_FILE, RunDir
+from bench.rundir.predictions import iter_records
+from bench.rundir.record import RunRecord
 from bench.tomlfiles import read_toml
 
 DECLARED_RUNS = "runs.toml"  # the runs a results directory's report is built from, each with its command

@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench.errors import DataFormatError
+from bench.errors import BenchError, DataFormatError
 from bench.io import LINE_LIMIT, atomic_file, bounded_lines, expansion_limit, open_binary
 from bench.masks import RLEError, counts_valid, rle_counts
+from bench.rundir.layout import RunDir
+from bench.rundir.lock import RunLock
 
 GZ = ".gz"
 
@@ -303,9 +305,6 @@ def readable_predictions(path: Path) -> Iterator[Path]:
 def compact_run(run: Path) -> list[Path]:
     """Gzip the merged predictions files of a finished run directory (holding its lock); returns the new files.
     Refuses a directory that holds no run, a run that is not complete, and rank files left to merge."""
-    from bench.errors import BenchError
-    from bench.rundir import RunDir, RunLock
-
     rundir = RunDir(run)
     if not rundir.exists():
         raise BenchError(f"{rundir.path} holds no run (no {rundir.run_file.name})")
