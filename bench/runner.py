@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,11 @@ from bench.models import MODELS, ModelInput, SegModel
 from bench.models.base import quiet_model_loading
 from bench.rundir.layout import RunDir, default_run_path
 from bench.rundir.lock import RunLock
+from bench.rundir.outcome import OutcomeTally
 from bench.rundir.predictions import PredictionWriter, iter_records, write_records
 from bench.rundir.record import RunRecord, now_iso
 from bench.suites import SUITES, Sample, Suite
 
-FAILURE_REASONS = 3  # the most frequent reasons a run's summary names
 RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "data_root", "limit", "seed",
                "protocol")
 
@@ -361,7 +360,8 @@ class Runner:
             by_split[record["split"]].append(record)
         metrics = {"suite": suite.name, "model": self.spec.model,
                    "splits": {split: score_records(recs, self.spec.protocol) for split, recs in by_split.items()}}
-        self.run_warnings += outcome_warnings(suite.name, by_split)
+        self.run_warnings += [warning for split, recs in by_split.items()
+                              for warning in OutcomeTally.of(suite.name, split, recs).warnings()]
         rundir.write_metrics(suite.name, metrics)
         return metrics
 
@@ -399,25 +399,6 @@ class Runner:
                 throughput_samples_per_s=(samples / seconds) if seconds else None,
             ))
         return created
-
-
-def outcome_warnings(suite: str, by_split: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Failed samples (how many, and the most frequent reasons with their counts) and all-empty outputs, per
-    split."""
-    warnings = []
-    for split, recs in by_split.items():
-        failed = [r for r in recs if r["status"] != "ok"]
-        if failed:
-            reasons = Counter(str(r["error"]) for r in failed)  # ordered by first failure on equal counts
-            shown = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(FAILURE_REASONS))
-            more = len(reasons) - FAILURE_REASONS
-            warnings.append(f"{suite}/{split}: {len(failed)} of {len(recs)} samples failed ({shown}"
-                            + (f"; and {more} other reasons)" if more > 0 else ")")
-                            + f"; first: {failed[0]['sample_id']}")
-        ok = [r for r in recs if r["status"] == "ok"]
-        if ok and all(r.get("area") == 0 for r in ok):
-            warnings.append(f"{suite}/{split}: every predicted mask is empty")
-    return warnings
 
 
 def _sum_timings(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:

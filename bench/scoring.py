@@ -10,7 +10,6 @@ through) and written, so memory does not grow with the samples.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
 from bench.rundir.layout import LOCK_FILE, RunDir, default_run_path
 from bench.rundir.lock import RunLock
+from bench.rundir.outcome import OutcomeTally
 from bench.rundir.predictions import (
     index_predictions,
     read_lines,
@@ -35,7 +35,6 @@ from bench.rundir.record import RunRecord, now_iso
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
-FAILURE_REASONS = 3  # as bench.runner: the most frequent failure reasons named in a warning
 READ_BATCH = 512  # predictions read and their RLEs validated together (bench.rundir.predictions.read_lines)
 
 
@@ -165,40 +164,3 @@ def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol
         pred = coco_rle(record["segmentation"], validated=True)
     target, target_error = read_target_rle(sample, protocol.ignore_value)
     return score_rle_sample(sample.sample_id, sample.split, pred, target_error or error, target, protocol)
-
-
-class OutcomeTally:
-    """`bench.runner.outcome_warnings` of one split, kept as counts while records stream past (the same text:
-    tests/test_scoring.py compares them)."""
-
-    def __init__(self, suite: str, split: str):
-        self.suite, self.split = suite, split
-        self.n = self.n_predicted = self.n_failed = 0
-        self.reasons: Counter[str] = Counter()  # insertion order: ties go to the first failure, as there
-        self.first_failed: str | None = None
-        self.n_ok = self.n_ok_empty = 0
-
-    def add(self, record: dict[str, Any], predicted: bool) -> None:
-        self.n += 1
-        self.n_predicted += predicted
-        if record["status"] != "ok":
-            self.n_failed += 1
-            self.reasons[str(record["error"])] += 1
-            if self.first_failed is None:
-                self.first_failed = record["sample_id"]
-        else:
-            self.n_ok += 1
-            self.n_ok_empty += record.get("area") == 0
-
-    def warnings(self) -> list[str]:
-        warnings = []
-        where = f"{self.suite}/{self.split}"
-        if self.n_failed:
-            shown = "; ".join(f"{count} x {reason}" for reason, count in self.reasons.most_common(FAILURE_REASONS))
-            more = len(self.reasons) - FAILURE_REASONS
-            warnings.append(f"{where}: {self.n_failed} of {self.n} samples failed ({shown}"
-                            + (f"; and {more} other reasons)" if more > 0 else ")")
-                            + f"; first: {self.first_failed}")
-        if self.n_ok and self.n_ok_empty == self.n_ok:
-            warnings.append(f"{where}: every predicted mask is empty")
-        return warnings

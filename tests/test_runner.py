@@ -388,16 +388,6 @@ def test_unknown_split_suggests_a_name_and_exits_2(tmp_path, data_root, capsys):
     assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
 
 
-def test_failure_summary_counts_the_most_frequent_reasons():
-    from bench.runner import outcome_warnings
-
-    errors = ["a"] * 3 + ["b"] * 5 + ["c", "d", "e"]
-    records = [{"sample_id": str(i), "status": "failed", "error": e} for i, e in enumerate(errors)]
-    records.append({"sample_id": "ok", "status": "ok", "error": None, "area": 3})
-    (warning,) = outcome_warnings("s", {"val": records})
-    assert warning == "s/val: 11 of 12 samples failed (5 x b; 3 x a; 1 x c; and 2 other reasons); first: 0"
-
-
 def test_resume_needs_a_run_to_finish(tmp_path, data_root, capsys):
     code, out = _run(tmp_path, data_root, "--model", "empty", "--split", "val", "--resume")
     assert code == 2 and "does not exist, so there is no run to finish" in capsys.readouterr().err

@@ -186,26 +186,6 @@ def test_bench_score_refuses_a_directory_another_run_is_writing(tmp_path, data_r
     assert (out / "run.json").exists() and not (out / ".lock").exists()
 
 
-def test_streamed_outcome_warnings_match_the_runners():
-    import random
-
-    from bench.runner import outcome_warnings
-    from bench.scoring import OutcomeTally
-
-    rng = random.Random(0)
-    for trial in range(200):
-        records = []
-        for i in range(rng.randint(0, 30)):
-            failed = rng.random() < 0.4
-            records.append({"sample_id": str(i), "status": "failed" if failed else "ok",
-                            "error": rng.choice(["a", "b", "c", "d", "e"]) if failed else None,
-                            "area": 0 if rng.random() < 0.8 else 5})
-        tally = OutcomeTally("s", "val")
-        for record in records:
-            tally.add(record, True)
-        assert tally.warnings() == outcome_warnings("s", {"val": records}), trial
-
-
 def test_refer_samples_stream_as_they_list(data_root):
     from bench.suites import SUITES
 
