@@ -8,17 +8,14 @@ each rank appends to its own predictions file; rank 0 merges them in sample orde
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from bench.code_version import git_commit, package_versions
 from bench.distributed import ProcessInfo, check_device, gather, init_processes, local_device
 from bench.errors import BenchError, SampleError, UnknownSplitError, check_run_sizes
 from bench.loading import LoadedSample, iter_loaded
@@ -26,10 +23,9 @@ from bench.metrics import Protocol, score_records, score_sample
 from bench.models import MODELS, ModelInput, SegModel
 from bench.models.base import quiet_model_loading
 from bench.rundir.layout import RunDir, default_run_path
-from bench.rundir.lock import RunLock
 from bench.rundir.outcome import OutcomeTally
-from bench.rundir.predictions import PredictionWriter, iter_records, write_records
-from bench.rundir.record import RunRecord, now_iso
+from bench.rundir.predictions import PredictionWriter
+from bench.rundir.session import RunSession
 from bench.suites import SUITES, Sample, Suite
 
 RESUME_KEYS = ("suites", "splits", "model", "model_args", "suite_args", "checkpoint", "data_root", "limit", "seed",
@@ -63,7 +59,7 @@ class RunSpec:
     protocol: Protocol = field(default_factory=Protocol)
     progress: bool = True
     label: str | None = None  # display name in reports (default: the model name)
-    kind: str = "leaderboard"  # leaderboard entry, ablation variant or diagnostic (see bench.rundir)
+    kind: str = "leaderboard"  # leaderboard entry, ablation variant or diagnostic (see bench.rundir.record)
     group: str | None = None  # e.g. the ablation a variant belongs to
     workers: int = 1  # processes reading images and targets ahead of the model (0: read in this process)
 
@@ -110,81 +106,8 @@ class Runner:
         self.timings = {"data_s": 0.0, "model_s": 0.0, "metric_s": 0.0, "samples": 0}
         self.run_warnings: list[str] = []
         self.rundir: RunDir | None = None
-        self._lock: RunLock | None = None  # rank 0's lock on the run directory while the run writes it
-        self._created_dir = False
 
     # ---- setup -------------------------------------------------------------------------------
-    def _prepare_out_dir(self) -> RunDir:
-        """The run directory, created if needed and locked by rank 0; every rank stops if it is unusable."""
-        out = Path(self.spec.out) if self.spec.out else default_run_path(self.spec.model, "-".join(self.spec.suites))
-        rundir = RunDir(self.proc.broadcast(str(out)), suites=self.spec.suites)
-        problem = None
-        if self.proc.is_main:
-            try:
-                self._claim_out_dir(rundir)
-            except BenchError as exc:
-                problem = str(exc)
-        problem = self.proc.broadcast(problem)  # every rank stops, not only rank 0
-        if problem:
-            raise BenchError(problem)
-        return rundir
-
-    def _claim_out_dir(self, rundir: RunDir) -> None:
-        """Create and lock the directory, then check it may be written: a new run or a resumable one."""
-        if self.spec.resume and not rundir.path.is_dir():
-            raise BenchError(f"--resume: {rundir.path} does not exist, so there is no run to finish "
-                             "(leave out --resume to start one)")
-        self._created_dir = not rundir.path.exists()
-        rundir.path.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock(rundir.path).acquire()
-        if self._lock.stale:
-            print(f"note: {rundir.path}: took over the lock of a run that is gone ({self._lock.stale})",
-                  file=sys.stderr)
-        try:
-            self._check_out_dir(rundir)
-        except BenchError:
-            self._release_out_dir(rundir)
-            raise
-
-    def _release_out_dir(self, rundir: RunDir) -> None:
-        """Unlock; a directory this run created and left empty (its input was refused) is removed."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-        if self._created_dir and not any(rundir.path.iterdir()):
-            rundir.path.rmdir()
-
-    def _check_out_dir(self, rundir: RunDir) -> None:
-        if rundir.exists() and not self.spec.resume:
-            raise BenchError(f"{rundir.path} already holds a run; pass --resume to finish it or choose another --out")
-        if not self.spec.resume and rundir.prediction_files_anywhere():
-            raise BenchError(f"{rundir.path} holds predictions but no {rundir.run_file.name}: they are not this run's; "
-                             "choose another --out or remove them")
-        if self.spec.resume and rundir.exists():
-            self._check_resumable(rundir)
-        elif self.spec.resume and rundir.prediction_files_anywhere():
-            raise BenchError(f"{rundir.path} has predictions but no run.json: cannot tell what it was run with")
-        elif self.spec.resume:
-            raise BenchError(f"--resume: {rundir.path} holds no run (no {rundir.run_file.name}); "
-                             "leave out --resume to start one")
-
-    def _check_resumable(self, rundir: RunDir) -> None:
-        previous = rundir.read().spec
-        current = self.spec.record()
-        changed = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
-        if changed:
-            details = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
-            raise BenchError(f"cannot resume {rundir.path}: the configuration differs ({details})")
-
-    def _check_same_data(self, rundir: RunDir, suites: list[tuple[Suite, dict[str, list[Sample]]]]) -> None:
-        """A resume must read the data the run started on: the same dataset fingerprints."""
-        previous = rundir.read().dataset_fingerprints
-        changed = [f"{suite.name}: {previous.get(suite.name)} -> {suite.fingerprint()}" for suite, _ in suites
-                   if previous.get(suite.name) != suite.fingerprint()]
-        if changed:
-            raise BenchError(f"cannot resume {rundir.path}: the data differ from the run's "
-                             f"(dataset fingerprints {'; '.join(changed)})")
-
     def _load_suites(self) -> list[tuple[Suite, dict[str, list[Sample]]]]:
         loaded = []
         for name in self.spec.suites:
@@ -214,20 +137,19 @@ class Runner:
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> dict[str, dict[str, Any]]:
         """Predict every pending sample, merge, score; returns metrics per suite (on rank 0)."""
-        rundir = self.rundir = self._prepare_out_dir()
-        try:
-            return self._run(rundir)
-        finally:
-            if self.proc.is_main:
-                self._release_out_dir(rundir)
+        out = self.spec.out or default_run_path(self.spec.model, "-".join(self.spec.suites))
+        with RunSession(out, self.spec.suites, self.spec.record(), resume=self.spec.resume, compared=RESUME_KEYS,
+                        proc=self.proc) as session:
+            self.rundir = session.rundir
+            return self._run(session)
 
-    def _run(self, rundir: RunDir) -> dict[str, dict[str, Any]]:
+    def _run(self, session: RunSession) -> dict[str, dict[str, Any]]:
         suites = self._load_suites()
-        if self.spec.resume and rundir.exists():
-            self._check_same_data(rundir, suites)
+        session.check_same_data([suite for suite, _ in suites])
         model = self._build_model()
-        finished = {suite.name: self._finished_keys(rundir, suite.name) for suite, _ in suites}  # read before
-        created = self._write_run_json(rundir, model, suites, status="running")  # unreadable ones change nothing
+        # read before run.json is written, so that unreadable predictions change nothing
+        finished = {suite.name: session.finished(suite.name) for suite, _ in suites}
+        self._write_record(session, model, suites, "running")
         try:
             for suite, splits in suites:
                 self.run_warnings += [f"{suite.name}: {w}" for w in suite.warnings]
@@ -235,12 +157,11 @@ class Runner:
                 ordered = [s for split in splits.values() for s in split]
                 done = finished[suite.name]
                 pending = self.proc.shard([s for s in ordered if (s.split, s.sample_id) not in done])
-                rank_file = rundir.predictions(suite.name, self.proc.rank if self.proc.world_size > 1 else None)
+                rank_file = session.rundir.predictions(suite.name, self.proc.rank if self.proc.world_size > 1 else None)
                 with PredictionWriter(rank_file) as writer:
                     self._predict(model, pending, writer, desc=f"{self.spec.model} on {suite.name}")
         except BaseException:
-            if self.proc.is_main:  # a run stopped by an error says so; a resume finishes it
-                self._write_run_json(rundir, model, suites, status="failed", created=created)
+            self._write_record(session, model, suites, "failed")  # says so; a resume finishes it
             raise
         self.proc.barrier()
         timings = gather(self.proc, self.timings)
@@ -248,10 +169,10 @@ class Runner:
         results: dict[str, dict[str, Any]] = {}
         if self.proc.is_main:
             for suite, splits in suites:
-                records = self._merge(rundir, suite.name, splits)
-                results[suite.name] = self._write_metrics(rundir, suite, splits, records)
-            self._write_run_json(rundir, model, suites, status="complete", created=created,
-                                 timings=_sum_timings(timings), model_timings=_sum_timings(model_timings))
+                records = session.merge(suite.name, [(s.split, s.sample_id) for split in splits.values() for s in split])
+                results[suite.name] = self._write_metrics(session.rundir, suite, splits, records)
+            self._write_record(session, model, suites, "complete", timings=_sum_timings(timings),
+                               model_timings=_sum_timings(model_timings))
         self.proc.barrier()
         return results
 
@@ -317,42 +238,7 @@ class Runner:
                 errors[x.sample.sample_id] = str(exc)
         return masks
 
-    # ---- merging and writing -----------------------------------------------------------------
-    def _finished_keys(self, rundir: RunDir, suite: str) -> set[tuple[str, str]]:
-        """(split, sample_id) of every record already written by this or an earlier (killed) run.
-
-        Only rank 0 reads (cutting off a torn last line left by a kill) and sends the keys to the others, so
-        no rank ever reads a line that is being repaired."""
-        keys = None
-        if self.proc.is_main:
-            keys = {(record.get("split"), record["sample_id"]) for path in rundir.prediction_files(suite)
-                    for _, record in iter_records(path, repair_tail=True)}
-        return self.proc.broadcast(keys)
-
-    def _merge(self, rundir: RunDir, suite: str, splits: dict[str, list[Sample]]) -> list[dict[str, Any]]:
-        """All ranks' records in sample order, written atomically to the suite's predictions file; rank files
-        removed after. Crash-safe: a kill between the two leaves records in both the merged file and rank
-        files, identical, and the next merge keeps one of each."""
-        files = rundir.prediction_files(suite)
-        by_key: dict[tuple[str, str], dict[str, Any]] = {}
-        for path in files:
-            for number, record in iter_records(path):
-                key = (record.get("split"), record["sample_id"])
-                if key in by_key and by_key[key] != record:
-                    raise BenchError(f"{path}:{number}: sample {key[1]!r} ({key[0]}) predicted twice, differently")
-                by_key[key] = record
-        order = [(s.split, s.sample_id) for split in splits.values() for s in split]
-        missing = [k for k in order if k not in by_key]
-        if missing:
-            raise BenchError(f"{len(missing)} samples of {suite} have no prediction after the run (first: {missing[0]})")
-        records = [by_key[k] for k in order]
-        main = rundir.predictions(suite)
-        write_records(main, records)
-        for path in files:
-            if path != main:
-                path.unlink()
-        return records
-
+    # ---- writing -----------------------------------------------------------------------------
     def _write_metrics(self, rundir: RunDir, suite: Suite, splits: dict[str, list[Sample]],
                        records: list[dict[str, Any]]) -> dict[str, Any]:
         by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
@@ -365,40 +251,32 @@ class Runner:
         rundir.write_metrics(suite.name, metrics)
         return metrics
 
-    def _write_run_json(self, rundir: RunDir, model: SegModel, suites, status: str, created: str | None = None,
-                        timings: dict | None = None, model_timings: dict | None = None) -> str:
-        previous = rundir.read() if rundir.exists() else None
-        created = created or (previous.created if previous else None) or now_iso()
-        if self.proc.is_main:
-            samples = (timings or {}).get("samples", 0)
-            seconds = sum((timings or {}).get(k, 0.0) for k in ("data_s", "model_s", "metric_s"))
-            resumed = (previous.resumed if previous else 0) + (1 if self.spec.resume and previous and status == "running" else 0)
-            rundir.write(RunRecord(
-                model=self.spec.model,
-                suites=self.spec.suites,
-                splits={suite.name: list(splits) for suite, splits in suites},
-                kind=self.spec.kind,
-                status=status,
-                label=self.spec.label,
-                group=self.spec.group,
-                spec=self.spec.record(),
-                command=self.command or (previous.command if previous else None),
-                model_config=model.config(),
-                protocol={**self.spec.protocol.to_dict(), **{s.name: s.protocol() for s, _ in suites}},
-                seed=self.spec.seed,
-                device=self.spec.device,
-                world_size=self.proc.world_size,
-                git_commit=git_commit(),
-                versions=package_versions(),
-                dataset_fingerprints={suite.name: suite.fingerprint() for suite, _ in suites},
-                warnings=sorted(set(self.run_warnings)),
-                created=created,
-                updated=now_iso(),
-                resumed=resumed,
-                timings={**(timings or {}), "model_breakdown_s": model_timings or {}},
-                throughput_samples_per_s=(samples / seconds) if seconds else None,
-            ))
-        return created
+    def _write_record(self, session: RunSession, model: SegModel, suites, status: str, timings: dict | None = None,
+                      model_timings: dict | None = None) -> None:
+        """run.json as this run stands (rank 0 writes it; the session adds the spec, provenance and times)."""
+        if not self.proc.is_main:
+            return
+        samples = (timings or {}).get("samples", 0)
+        seconds = sum((timings or {}).get(k, 0.0) for k in ("data_s", "model_s", "metric_s"))
+        session.write_record(
+            status,
+            command=self.command,
+            model=self.spec.model,
+            suites=self.spec.suites,
+            splits={suite.name: list(splits) for suite, splits in suites},
+            kind=self.spec.kind,
+            label=self.spec.label,
+            group=self.spec.group,
+            model_config=model.config(),
+            protocol={**self.spec.protocol.to_dict(), **{s.name: s.protocol() for s, _ in suites}},
+            seed=self.spec.seed,
+            device=self.spec.device,
+            world_size=self.proc.world_size,
+            dataset_fingerprints={suite.name: suite.fingerprint() for suite, _ in suites},
+            warnings=sorted(set(self.run_warnings)),
+            timings={**(timings or {}), "model_breakdown_s": model_timings or {}},
+            throughput_samples_per_s=(samples / seconds) if seconds else None,
+        )
 
 
 def _sum_timings(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:

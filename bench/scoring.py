@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench.code_version import git_commit, package_versions
 from bench.errors import BenchError, UnknownSplitError
 from bench.io import refuse_input_as_output
 from bench.loading import read_target_rle
 from bench.masks import coco_rle, rle_size
 from bench.metrics import Protocol, SegmentationEvaluator, score_rle_sample
 from bench.rundir.layout import LOCK_FILE, RunDir, default_run_path
-from bench.rundir.lock import RunLock
 from bench.rundir.outcome import OutcomeTally
 from bench.rundir.predictions import (
     index_predictions,
@@ -31,7 +29,7 @@ from bench.rundir.predictions import (
     record_line,
     write_records,
 )
-from bench.rundir.record import RunRecord, now_iso
+from bench.rundir.session import RunSession
 from bench.suites import SUITES, Sample
 
 MODEL_NAME = "predictions"  # run.json "model" of a scored file
@@ -79,60 +77,53 @@ def score_file(
     if not predictions.is_file():
         raise BenchError(f"predictions file not found: {predictions}")
     suite_args = dict(suite_args or {})
-    rundir = RunDir(Path(out) if out else default_run_path("score", predictions.stem, suite_name), suites=[suite_name])
-    if rundir.exists() and not overwrite:
-        raise BenchError(f"{rundir.path} already holds a run; choose another --out or pass --overwrite to replace it")
-    plain = rundir.path / "predictions.jsonl"
-    refuse_input_as_output(predictions, [rundir.run_file, rundir.metrics(suite_name), plain,
-                                         plain.with_name(plain.name + ".gz"), rundir.path / LOCK_FILE])
-    suite = SUITES.get(suite_name)(data_root=data_root, **suite_args)
-    if split not in suite.splits:
-        raise UnknownSplitError(suite_name, [split], suite.splits)
-    samples = suite.iter_samples(split)
-    first = next(samples, None)  # the split is read and checked here, before anything is written
-    index, n_other_split = index_predictions(predictions, split=split)  # offsets into the plain (gunzipped) text
-    with readable_predictions(predictions) as plain:
-        run_warnings = [f"{suite_name}: {w}" for w in suite.warnings]
-        evaluator = SegmentationEvaluator(protocol)
-        tally = OutcomeTally(suite_name, split)
-        rundir.path.mkdir(parents=True, exist_ok=True)
-        with RunLock(rundir.path):  # a run, or another bench score, writing the same directory is refused
-            with open(plain, "rb") as handle:
-                stream = _scored(itertools.chain([first] if first else [], samples), index, handle, predictions,
-                                 evaluator, tally)
-                write_records(rundir.predictions(suite_name), stream, encode=record_line)
-            n_outside = n_other_split + len(index) - tally.n_predicted
-            if n_outside:
-                run_warnings.append(f"{n_outside} predictions in {predictions} are not in {suite_name}/{split} and "
-                                    "were ignored")
-            n_missing = tally.n - tally.n_predicted
-            if n_missing:
-                run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as "
-                                    "empty masks")
-            outcome = tally.warnings()
-            metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
-            rundir.write_metrics(suite_name, metrics)
-            now = now_iso()
-            spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
-                    "data_root": data_root, "suite_args": suite_args, "protocol": protocol.to_dict(), "label": label}
-            rundir.write(RunRecord(
-                model=MODEL_NAME,
-                suites=[suite_name],
-                splits={suite_name: [split]},
-                status="complete",
-                label=label or predictions.stem,
-                spec=spec,
-                command=command,
-                model_config={"predictions": str(predictions)},
-                protocol={**protocol.to_dict(), suite_name: suite.protocol()},
-                git_commit=git_commit(),
-                versions=package_versions(),
-                dataset_fingerprints={suite_name: suite.fingerprint()},
-                warnings=run_warnings + outcome,
-                created=now,
-                updated=now,
-            ))
-            return Scored(rundir.path, metrics, run_warnings, outcome, label or predictions.stem)
+    out = Path(out) if out else default_run_path("score", predictions.stem, suite_name)
+    written, plain = RunDir(out, suites=[suite_name]), out / "predictions.jsonl"
+    # checked before the claim, which makes the lock file: an input is never an output
+    refuse_input_as_output(predictions, [written.run_file, written.metrics(suite_name), plain,
+                                         plain.with_name(plain.name + ".gz"), out / LOCK_FILE])
+    spec = {"suites": [suite_name], "splits": [split], "model": MODEL_NAME, "predictions": str(predictions),
+            "data_root": data_root, "suite_args": suite_args, "protocol": protocol.to_dict(), "label": label}
+    # a run, or another bench score, writing the same directory is refused
+    with RunSession(out, [suite_name], spec, overwrite=overwrite) as session:
+        rundir = session.rundir
+        suite = SUITES.get(suite_name)(data_root=data_root, **suite_args)
+        if split not in suite.splits:
+            raise UnknownSplitError(suite_name, [split], suite.splits)
+        samples = suite.iter_samples(split)
+        first = next(samples, None)  # the split is read and checked here, before anything is written
+        index, n_other_split = index_predictions(predictions, split=split)  # offsets into the plain (gunzipped) text
+        with readable_predictions(predictions) as plain, open(plain, "rb") as handle:
+            run_warnings = [f"{suite_name}: {w}" for w in suite.warnings]
+            evaluator = SegmentationEvaluator(protocol)
+            tally = OutcomeTally(suite_name, split)
+            stream = _scored(itertools.chain([first] if first else [], samples), index, handle, predictions,
+                             evaluator, tally)
+            write_records(rundir.predictions(suite_name), stream, encode=record_line)
+        n_outside = n_other_split + len(index) - tally.n_predicted
+        if n_outside:
+            run_warnings.append(f"{n_outside} predictions in {predictions} are not in {suite_name}/{split} and "
+                                "were ignored")
+        n_missing = tally.n - tally.n_predicted
+        if n_missing:
+            run_warnings.append(f"{n_missing} samples of {suite_name}/{split} have no prediction: scored as "
+                                "empty masks")
+        outcome = tally.warnings()
+        metrics = {"suite": suite_name, "model": MODEL_NAME, "splits": {split: evaluator.evaluate()}}
+        rundir.write_metrics(suite_name, metrics)
+        session.write_record(
+            "complete",
+            command=command,
+            model=MODEL_NAME,
+            suites=[suite_name],
+            splits={suite_name: [split]},
+            label=label or predictions.stem,
+            model_config={"predictions": str(predictions)},
+            protocol={**protocol.to_dict(), suite_name: suite.protocol()},
+            dataset_fingerprints={suite_name: suite.fingerprint()},
+            warnings=run_warnings + outcome,
+        )
+        return Scored(rundir.path, metrics, run_warnings, outcome, label or predictions.stem)
 
 
 def _scored(samples: Iterable[Sample], index: dict[str, tuple[int, int]], handle: BinaryIO, path: Path,

@@ -302,6 +302,30 @@ def readable_predictions(path: Path) -> Iterator[Path]:
         yield plain
 
 
+def merge_rank_files(rundir: RunDir, suite: str, order: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The suite's records of every rank, by (split, sample_id) in `order`, written atomically to its predictions
+    file; rank files removed after. Crash-safe: a kill between the two leaves records in both the merged file
+    and rank files, identical, and the next merge keeps one of each."""
+    files = rundir.prediction_files(suite)
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in files:
+        for number, record in iter_records(path):
+            key = (record.get("split"), record["sample_id"])
+            if key in by_key and by_key[key] != record:
+                raise BenchError(f"{path}:{number}: sample {key[1]!r} ({key[0]}) predicted twice, differently")
+            by_key[key] = record
+    missing = [k for k in order if k not in by_key]
+    if missing:
+        raise BenchError(f"{len(missing)} samples of {suite} have no prediction after the run (first: {missing[0]})")
+    records = [by_key[k] for k in order]
+    main = rundir.predictions(suite)
+    write_records(main, records)
+    for path in files:
+        if path != main:
+            path.unlink()
+    return records
+
+
 def compact_run(run: Path) -> list[Path]:
     """Gzip the merged predictions files of a finished run directory (holding its lock); returns the new files.
     Refuses a directory that holds no run, a run that is not complete, and rank files left to merge."""
