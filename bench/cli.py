@@ -215,7 +215,7 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.runner import Runner, RunSpec
+    from bench.run_command import Runner, RunSpec
 
     spec = RunSpec(
         suites=args.suite, model=args.model, splits=args.split, data_root=args.data_root,
@@ -240,7 +240,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.scoring import score_file
+    from bench.score_command import score_file
 
     scored = score_file(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
                         suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
+from bench.run_command import Runner, RunSpec
 from bench.rundir.layout import RunDir
 from bench.rundir.outcome import OutcomeTally
 from bench.rundir.record import RunRecord
 from bench.rundir.session import RunSession
-from bench.runner import Runner, RunSpec
-from bench.scoring import score_file
+from bench.score_command import score_file
 
 REPO = Path(__file__).resolve().parent.parent
 

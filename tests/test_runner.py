@@ -22,7 +22,7 @@ from bench.cli import main
 from bench.masks import decode_rle, encode_rle
 from bench.metrics import Protocol
 from bench.models import ModelInput, SegModel
-from bench.runner import Runner, RunSpec
+from bench.run_command import Runner, RunSpec
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from bench.cli import main
 from bench.errors import BenchError
 from bench.masks import encode_rle
-from bench.scoring import score_predictions
+from bench.score_command import score_predictions
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent

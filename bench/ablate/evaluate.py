@@ -52,8 +52,8 @@ def is_started(directory: Path) -> bool:
 
 def make(cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
     """One evaluation through the ordinary runner; `resume` finishes an interrupted one exactly."""
+    from bench.run_command import Runner, RunSpec
     from bench.rundir.predictions import compact_run
-    from bench.runner import Runner, RunSpec
 
     config: EvalConfig = cell.config
     spec = RunSpec(suites=list(config.suites), model=config.model, splits=config.splits,

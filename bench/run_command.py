@@ -1,8 +1,9 @@
-"""Run a model on suites: predict, score each sample as it finishes, resume, shard, and write the run directory.
+"""`bench run`: a model on suites, each sample predicted and scored as it finishes, sharded across ranks.
 
-The run directory's files are named and written by `bench.rundir`; per-sample scoring and aggregation come
-from `bench.metrics`; images and targets are read ahead of the model by `bench.loading`. Under a launcher
-each rank appends to its own predictions file; rank 0 merges them in sample order at the end.
+The run directory is claimed, checked on resume, recorded and merged by `bench.rundir.session`; per-sample
+scoring and aggregation come from `bench.metrics`; images and targets are read ahead of the model by
+`bench.loading`. Under a launcher each rank appends to its own predictions file; rank 0 merges them in sample
+order at the end.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`bench score`: metrics from a predictions file produced elsewhere, no model involved.
 
-Writes a run directory with the same layout and `run.json` schema as `bench run` (through bench.rundir);
-per-sample scoring and aggregation are bench.metrics'. Scoring streams: the predictions file is indexed
-(validated, offsets kept), the samples' lines are read back in batches of READ_BATCH (their RLEs validated
-together), each scored in RLE space against the ground truth's RLE (never decoded; the prediction's RLE passes
-through) and written, so memory does not grow with the samples.
+Writes a run directory with the same layout and `run.json` schema as `bench run`, held through
+bench.rundir.session; per-sample scoring and aggregation are bench.metrics'. Scoring streams: the predictions
+file is indexed (validated, offsets kept), the samples' lines are read back in batches of READ_BATCH (their RLEs
+validated together), each scored in RLE space against the ground truth's RLE (never decoded; the prediction's
+RLE passes through) and written, so memory does not grow with the samples.
 """
 
 from __future__ import annotations
