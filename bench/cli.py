@@ -266,7 +266,7 @@ def cmd_compact(args: argparse.Namespace, rest: list[str], command: str) -> int:
 def cmd_report(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.report import build_report
     from bench.report.compare import CompareOptions
-    from bench.report.runs import DECLARED_RUNS, undeclared_runs
+    from bench.rundir.declared import DECLARED_RUNS, undeclared_runs
 
     path = build_report(args.results, CompareOptions(reference=args.reference, gallery=tuple(args.gallery)))
     ignored = undeclared_runs(args.results)

@@ -167,7 +167,7 @@ def test_a_lone_surrogate_is_refused_not_written_into_runs_toml():
 
 def test_declared_cells_with_non_bmp_names_keep_runs_toml_readable(tmp_path: Path):
     from bench.ablate.declare import declare_cells
-    from bench.report.runs import read_declared
+    from bench.rundir.declared import read_declared
 
     results = tmp_path / "results"
     results.mkdir()
@@ -185,7 +185,7 @@ def test_declared_cells_with_non_bmp_names_keep_runs_toml_readable(tmp_path: Pat
 
 
 def test_runs_toml_not_utf8_or_too_deep_is_a_message(tmp_path: Path):
-    from bench.report.runs import read_declared
+    from bench.rundir.declared import read_declared
     from bench.tomlfiles import parse_toml
 
     (tmp_path / "runs.toml").write_bytes(b'[[run]]\ndirectory = "\xff"\n')

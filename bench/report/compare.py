@@ -25,7 +25,7 @@ from bench.errors import BenchError
 from bench.metrics import Protocol, paired_bootstrap, paired_scores
 from bench.report.groups import CONTEXT, MODEL, TRIVIAL, row_kind
 from bench.report.marks import marked_name
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import (
     MISSING,
     csv_file,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.io import read_text
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import (
     MISSING,
     REPORT,

@@ -11,7 +11,7 @@ from bench.report.groups import newest_per_model, row_kind
 from bench.report.marks import MARKS_LEGEND, marked_name
 from bench.report.plots import plot_png
 from bench.report.provenance import RUNS_PAGE
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import (
     REPORT,
     csv_file,
