@@ -38,8 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.images import as_rgb_array, resize_image
+from bench.io import read_json_object
 from bench.models.base import ModelInput, SegModel
-from bench.rundir import read_json
 from bench.training import Trainer
 from bench.training.heldout import validation_data
 from bench.training.overrides import apply_nested, apply_overrides, load_override_file
@@ -386,14 +386,14 @@ def load_rival(trainer: type[RivalTrainer], directory: str | Path, device: str =
     if not config_path.exists():
         raise FileNotFoundError(f"{trainer.name}: no checkpoint at {directory} (expected {CONFIG_FILE} and "
                                 f"{WEIGHTS_FILE})")
-    data = read_json(config_path)
+    data = read_json_object(config_path)
     if data.get("name") != trainer.name:
         raise ValueError(f"{config_path}: a {data.get('name')!r} checkpoint, not {trainer.name!r}")
     config = trainer.config_from_dict(data, source=str(config_path))
     module = trainer.build(config)
     load_weights(module, directory / WEIGHTS_FILE)
     metrics_path = directory / METRICS_FILE
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    metrics = read_json_object(metrics_path) if metrics_path.exists() else {}
     return module.to(device).eval(), config, metrics
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.images import resize_image
-from bench.safefiles import read_json
+from bench.io import read_json
 from bench.training.stream import GroupedSegData, training_groups
 from genmask.model import GenMask, images_to_tensor, masks_to_tensor
 

@@ -39,7 +39,7 @@ from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
 from bench.images import as_rgb_array, resize_image
-from bench.rundir import read_json
+from bench.io import read_json_object
 from bench.weights_check import check_checkpoint
 from genmask.config import GenMaskConfig, preset
 from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor, special_token_ids
@@ -147,7 +147,7 @@ class GenMask(nn.Module):
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path}: no GenMask config here (expected a save_pretrained directory)")
-        config = GenMaskConfig.from_dict(read_json(config_path), source=str(config_path))
+        config = GenMaskConfig.from_dict(read_json_object(config_path), source=str(config_path))
         check_components(directory)  # before anything is allocated
         # torch_dtype (not .to) keeps the modules diffusers wants in float32 (norms, time embedding, rope) there
         transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True,

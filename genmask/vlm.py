@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
 
-from bench.rundir import read_json
+from bench.io import read_json_object
 from bench.training import Trainer
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
@@ -268,7 +268,7 @@ def _read_record(directory: Path) -> dict[str, Any]:
     path = directory / FOUNDATION_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not a VLM foundation directory (made by `bench train --model genmask-vlm`)")
-    return read_json(path)
+    return read_json_object(path)
 
 
 class VLMTrainer(Trainer):

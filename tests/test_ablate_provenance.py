@@ -40,14 +40,14 @@ def identity(commit: str, dirty: bool, source: str) -> dict:
 def test_a_resume_by_other_code_is_recorded_and_the_report_warns(tmp_path, monkeypatch) -> None:
     clean, other = tmp_path / "clean", tmp_path / "other"
     clean.mkdir(), other.mkdir()
-    monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("a" * 40, False, "1" * 16))
+    monkeypatch.setattr("bench.code_version.code_identity", lambda: identity("a" * 40, False, "1" * 16))
     cells.record_provenance(clean)
     cells.record_provenance(other)
     cells.record_provenance(clean)  # resumed by the same code: nothing added
     assert "resumed_by" not in json.loads((clean / cells.PROVENANCE).read_text())
     (line,) = provenance_lines([clean])
     assert "dirty tree: 0" in line and "**" not in line
-    monkeypatch.setattr("bench.provenance.code_identity", lambda: identity("b" * 40, True, "2" * 16))
+    monkeypatch.setattr("bench.code_version.code_identity", lambda: identity("b" * 40, True, "2" * 16))
     cells.record_provenance(other)
     assert json.loads((other / cells.PROVENANCE).read_text())["resumed_by"] == [identity("b" * 40, True, "2" * 16)]
     old = tmp_path / "old"  # made before provenance.json: its run.json's commit, no source hash
@@ -59,38 +59,38 @@ def test_a_resume_by_other_code_is_recorded_and_the_report_warns(tmp_path, monke
 
 
 def test_the_source_hash_changes_with_a_source_file(tmp_path, monkeypatch) -> None:
-    from bench import provenance
+    from bench import code_version
 
-    for package in provenance.SOURCE_PACKAGES:
+    for package in code_version.SOURCE_PACKAGES:
         (tmp_path / package).mkdir()
         (tmp_path / package / "a.py").write_text("x = 1\n")
-    fake = tmp_path / "bench" / "provenance.py"
-    monkeypatch.setattr(provenance, "__file__", str(fake))
-    provenance.source_hash.cache_clear()
-    first = provenance.source_hash()
+    fake = tmp_path / "bench" / "code_version.py"
+    monkeypatch.setattr(code_version, "__file__", str(fake))
+    code_version.source_hash.cache_clear()
+    first = code_version.source_hash()
     (tmp_path / "genmask" / "a.py").write_text("x = 2\n")
-    provenance.source_hash.cache_clear()
-    assert provenance.source_hash() != first
-    provenance.source_hash.cache_clear()
+    code_version.source_hash.cache_clear()
+    assert code_version.source_hash() != first
+    code_version.source_hash.cache_clear()
 
 
 def test_a_rewritten_result_does_not_make_the_code_dirty_but_a_changed_module_does(tmp_path, monkeypatch) -> None:
     import shutil
     import subprocess
 
-    from bench import provenance
+    from bench import code_version
 
     root = tmp_path / "checkout"
     (root / "bench").mkdir(parents=True)
-    shutil.copy(provenance.__file__, root / "bench" / "provenance.py")
+    shutil.copy(code_version.__file__, root / "bench" / "code_version.py")
     (root / "results").mkdir()
     (root / "results" / "r.txt").write_text("one\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=root, check=True)
     subprocess.run([*git, "add", "."], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "x"], cwd=root, check=True)
-    monkeypatch.setattr(provenance, "__file__", str(root / "bench" / "provenance.py"))
+    monkeypatch.setattr(code_version, "__file__", str(root / "bench" / "code_version.py"))
     (root / "results" / "r.txt").unlink()
-    assert not provenance.git_commit().endswith("-dirty")
-    (root / "bench" / "provenance.py").write_text("# changed\n")
-    assert provenance.git_commit().endswith("-dirty")
+    assert not code_version.git_commit().endswith("-dirty")
+    (root / "bench" / "code_version.py").write_text("# changed\n")
+    assert code_version.git_commit().endswith("-dirty")

@@ -17,7 +17,8 @@ from bench.ablate.cells import Cell
 from bench.ablate.spec import load_ablation
 from bench.ablate.train import training_directory
 from bench.cli import main
-from bench.report.runs import load_runs, read_declared
+from bench.report.read_runs import load_runs
+from bench.rundir.declared import read_declared
 from genmask.readout import fit_linear, fit_pc1
 
 

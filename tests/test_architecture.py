@@ -100,11 +100,30 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_scoring_sits_below_the_runner():
+def test_run_and_score_share_the_run_directory_and_not_each_other():
     graph = _graph()
-    assert "bench.runner" not in graph["bench.scoring"]
-    assert "bench.runner" not in graph["bench.metrics"]
-    assert "bench.metrics" in graph["bench.runner"]
+    assert "bench.run_command" not in graph["bench.score_command"]
+    assert "bench.score_command" not in graph["bench.run_command"]
+    assert "bench.run_command" not in graph["bench.metrics"]
+    assert "bench.metrics" in graph["bench.run_command"]
+    assert "bench.rundir.session" in graph["bench.run_command"] & graph["bench.score_command"]
+    above = ("bench.cli", "bench.run_command", "bench.score_command", "bench.report", "bench.ablate")
+    rundir = {name: deps for name, deps in graph.items() if name.startswith("bench.rundir")}
+    assert not {f"{name} -> {dep}" for name, deps in rundir.items() for dep in deps if dep.startswith(above)}
+
+
+def test_files_are_renamed_into_place_by_bench_io_alone():
+    """One atomic writer: no other module renames a file over another (the synthetic data's staging folder is a
+    directory, renamed once it is whole)."""
+    allowed = {"bench/io.py", "bench/synth/build.py"}
+    offenders = []
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (isinstance(node, ast.Attribute) and node.attr in ("replace", "rename")
+                        and isinstance(node.value, ast.Name) and node.value.id == "os"):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert {offender.split(":")[0] for offender in offenders} <= allowed, offenders
 
 
 def test_list_score_and_report_import_no_deep_learning_library(tmp_path):
@@ -112,7 +131,7 @@ def test_list_score_and_report_import_no_deep_learning_library(tmp_path):
     code = (
         "import sys\n"
         "from bench.cli import main\n"
-        "import bench.scoring, bench.report\n"
+        "import bench.score_command, bench.report\n"
         f"main(['list']); main(['report', '--results', {str(tmp_path)!r}])\n"
         "heavy = ('torch', 'diffusers', 'transformers', 'genmask', 'baselines')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"

@@ -13,7 +13,8 @@ from PIL import Image
 
 from bench.cli import main
 from bench.errors import BenchError
-from bench.predictions import (
+from bench.rundir.layout import RunDir
+from bench.rundir.predictions import (
     PredictionWriter,
     compact_run,
     index_predictions,
@@ -22,7 +23,6 @@ from bench.predictions import (
     record_line,
     write_records,
 )
-from bench.rundir import RunDir
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:suite refcoco split")

@@ -9,7 +9,7 @@ import pytest
 
 from bench.errors import DataFormatError
 from bench.masks import encode_rle
-from bench.predictions import index_predictions, iter_records, read_predictions
+from bench.rundir.predictions import index_predictions, iter_records, read_predictions
 
 GOOD = encode_rle(np.eye(4, dtype=bool))
 

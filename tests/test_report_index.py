@@ -18,7 +18,9 @@ from test_report import split_metrics, write_run
 
 from bench.report import build_report
 from bench.report.claims import read_claims
-from bench.rundir import CHECKOUT, RunDir, RunRecord
+from bench.rundir.checkout import CHECKOUT
+from bench.rundir.layout import RunDir
+from bench.rundir.record import RunRecord
 
 REPO = Path(__file__).resolve().parent.parent
 OLD_SUMMARY = """# Ablation: steps

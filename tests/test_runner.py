@@ -22,7 +22,7 @@ from bench.cli import main
 from bench.masks import decode_rle, encode_rle
 from bench.metrics import Protocol
 from bench.models import ModelInput, SegModel
-from bench.runner import Runner, RunSpec
+from bench.run_command import Runner, RunSpec
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -386,16 +386,6 @@ def test_unknown_split_suggests_a_name_and_exits_2(tmp_path, data_root, capsys):
     code = main(["score", "--suite", "refcoco", "--split", "tset", "--predictions", str(predictions),
                  "--data-root", str(data_root), "--out", str(tmp_path / "s")])
     assert code == 2 and "Did you mean 'test" in capsys.readouterr().err
-
-
-def test_failure_summary_counts_the_most_frequent_reasons():
-    from bench.runner import outcome_warnings
-
-    errors = ["a"] * 3 + ["b"] * 5 + ["c", "d", "e"]
-    records = [{"sample_id": str(i), "status": "failed", "error": e} for i, e in enumerate(errors)]
-    records.append({"sample_id": "ok", "status": "ok", "error": None, "area": 3})
-    (warning,) = outcome_warnings("s", {"val": records})
-    assert warning == "s/val: 11 of 12 samples failed (5 x b; 3 x a; 1 x c; and 2 other reasons); first: 0"
 
 
 def test_resume_needs_a_run_to_finish(tmp_path, data_root, capsys):

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from bench.cli import main
 from bench.errors import BenchError
 from bench.masks import encode_rle
-from bench.scoring import score_predictions
+from bench.score_command import score_predictions
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ def test_bench_score_refuses_a_directory_another_run_is_writing(tmp_path, data_r
     out = tmp_path / "busy"
     out.mkdir()
     holder = subprocess.Popen(  # another process holds the run directory's lock, as a run in progress does
-        [sys.executable, "-c", "import sys, time; from bench.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+        [sys.executable, "-c", "import sys, time; from bench.rundir.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
          "print('ready', flush=True); time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
@@ -184,26 +184,6 @@ def test_bench_score_refuses_a_directory_another_run_is_writing(tmp_path, data_r
         holder.wait()
     score_predictions("refcoco", "val", predictions, out=out, data_root=str(data_root), overwrite=True)
     assert (out / "run.json").exists() and not (out / ".lock").exists()
-
-
-def test_streamed_outcome_warnings_match_the_runners():
-    import random
-
-    from bench.runner import outcome_warnings
-    from bench.scoring import OutcomeTally
-
-    rng = random.Random(0)
-    for trial in range(200):
-        records = []
-        for i in range(rng.randint(0, 30)):
-            failed = rng.random() < 0.4
-            records.append({"sample_id": str(i), "status": "failed" if failed else "ok",
-                            "error": rng.choice(["a", "b", "c", "d", "e"]) if failed else None,
-                            "area": 0 if rng.random() < 0.8 else 5})
-        tally = OutcomeTally("s", "val")
-        for record in records:
-            tally.add(record, True)
-        assert tally.warnings() == outcome_warnings("s", {"val": records}), trial
 
 
 def test_refer_samples_stream_as_they_list(data_root):

@@ -14,9 +14,11 @@ from test_report import split_metrics, write_run
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
-from bench.predictions import compact_run, write_records
+from bench.io import write_atomic, write_json
 from bench.report import build_report
-from bench.rundir import RunDir, RunLock, write_json, write_text_atomic
+from bench.rundir.layout import RunDir
+from bench.rundir.lock import RunLock
+from bench.rundir.predictions import compact_run, write_records
 
 VICTIM = b"precious user data\n" * 300
 
@@ -43,16 +45,17 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path: Pat
 
 @pytest.mark.parametrize("name", ["run.json", "predictions.jsonl.gz", "REPORT.md"])
 def test_a_temporary_file_that_is_a_link_is_never_followed(tmp_path: Path, monkeypatch, name: str):
-    from bench import safefiles
+    import bench.io
+
     victim, run = _victim(tmp_path), tmp_path / "run"
     run.mkdir()
     (run / f"{name}.tmp").symlink_to(victim)  # the fixed temporary name the writers used to take
     write = {"run.json": lambda path: write_json(path, {"a": 1}),
              "predictions.jsonl.gz": lambda path: write_records(path, [{"sample_id": "1", "segmentation": None}]),
-             "REPORT.md": lambda path: write_text_atomic(path, "# report\n")}[name]
+             "REPORT.md": lambda path: write_atomic(path, "# report\n")}[name]
     write(run / name)
     assert victim.read_bytes() == VICTIM and (run / name).is_file() and not (run / name).is_symlink()
-    monkeypatch.setattr(safefiles, "temporary_name", lambda path: run / f"{name}.tmp")  # even one it guessed
+    monkeypatch.setattr(bench.io, "temporary_name", lambda path: run / f"{name}.tmp")  # even one it guessed
     with pytest.raises(BenchError, match=name):
         write(run / name)
     assert victim.read_bytes() == VICTIM
@@ -63,7 +66,7 @@ def test_concurrent_writers_of_one_file_never_share_a_temporary_name(tmp_path: P
     replace = os.replace
     monkeypatch.setattr(os, "replace", lambda source, target: (used.append(str(source)), replace(source, target)))
     for _ in range(4):  # four `bench report`s writing one REPORT.md
-        write_text_atomic(tmp_path / "REPORT.md", "# report\n")
+        write_atomic(tmp_path / "REPORT.md", "# report\n")
     assert len(set(used)) == 4 and [path.name for path in tmp_path.iterdir()] == ["REPORT.md"]
 
 
@@ -164,7 +167,7 @@ def test_a_lone_surrogate_is_refused_not_written_into_runs_toml():
 
 def test_declared_cells_with_non_bmp_names_keep_runs_toml_readable(tmp_path: Path):
     from bench.ablate.declare import declare_cells
-    from bench.report.runs import read_declared
+    from bench.rundir.declared import read_declared
 
     results = tmp_path / "results"
     results.mkdir()
@@ -182,7 +185,7 @@ def test_declared_cells_with_non_bmp_names_keep_runs_toml_readable(tmp_path: Pat
 
 
 def test_runs_toml_not_utf8_or_too_deep_is_a_message(tmp_path: Path):
-    from bench.report.runs import read_declared
+    from bench.rundir.declared import read_declared
     from bench.tomlfiles import parse_toml
 
     (tmp_path / "runs.toml").write_bytes(b'[[run]]\ndirectory = "\xff"\n')

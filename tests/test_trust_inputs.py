@@ -132,7 +132,7 @@ def test_a_gzip_of_one_huge_line_is_refused_within_bounded_memory(tmp_path: Path
     assert bomb.stat().st_size < 2 << 20
     script = textwrap.dedent(f"""
         import resource, sys
-        import bench.cli, bench.scoring, bench.suites.refer, pycocotools.mask
+        import bench.cli, bench.score_command, bench.suites.refer, pycocotools.mask
         used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (used + (400 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
         sys.exit(bench.cli.main(["score", "--suite", "refcoco", "--split", "val", "--predictions", {str(bomb)!r},
@@ -217,9 +217,9 @@ def test_a_fifo_annotation_is_refused_not_waited_on(tmp_path: Path):
 def test_a_gzip_bomb_is_refused_before_anything_is_copied(tmp_path: Path, capsys, monkeypatch):
     import gzip
 
-    from bench import safefiles
+    import bench.io
 
-    monkeypatch.setattr(safefiles, "GZIP_FLOOR", 1 << 20)
+    monkeypatch.setattr(bench.io, "GZIP_FLOOR", 1 << 20)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])

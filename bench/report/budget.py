@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench.report.compare import Footnotes, csv_value, duration_text, flops_text, run_costs
 from bench.report.groups import MODEL, row_kind
 from bench.report.leaderboard import by_score, measured_row
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import (
     MISSING,
     cell_text,

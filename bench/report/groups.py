@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 
 UNGROUPED = "ungrouped"  # the group of ablation runs whose run.json has no "group"
 TRIVIAL_MODELS = ("center", "empty", "full", "oracle")  # fixed rules: nothing trained, no cost

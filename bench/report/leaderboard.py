@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from bench.report.groups import CONTEXT, MODEL, TRIVIAL, newest_per_model, row_kind
 from bench.report.marks import mark_suffix
+from bench.report.read_runs import Run
 from bench.report.reported import ReportedValue
-from bench.report.runs import Run
 from bench.report.text import (
     CI_METRICS,
     MISSING,

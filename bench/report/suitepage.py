@@ -10,8 +10,8 @@ from bench.report.gallery import gallery_section
 from bench.report.groups import newest_per_model, row_kind
 from bench.report.marks import MARKS_LEGEND, marked_name
 from bench.report.plots import plot_png
-from bench.report.provenance import RUNS_PAGE
-from bench.report.runs import Run
+from bench.report.read_runs import Run
+from bench.report.runs_page import RUNS_PAGE
 from bench.report.text import (
     REPORT,
     csv_file,

@@ -13,8 +13,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from bench.rundir import read_json
-from bench.safefiles import atomic_path
+from bench.io import atomic_path, read_json_object
 from bench.training.ema import EMA
 from bench.training.recipe import Recipe, ema_decay
 from bench.training.schedule import LRSchedule
@@ -25,7 +24,7 @@ MODEL, EMA_FILE, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "opt
 class Checkpoint:
     """OUT/checkpoint: model.safetensors, ema.safetensors (when averaging), optimizer.pt and state.json (step,
     wall seconds, learning-rate schedule and whatever the trainer adds). Every file is written under a unique
-    temporary name (`bench.safefiles.atomic_path`) and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
+    temporary name (`bench.io.atomic_path`) and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
 
     def __init__(self, out: str | Path):
         self.directory = Path(out) / "checkpoint"
@@ -65,7 +64,7 @@ class Checkpoint:
         state_file = self.directory / STATE
         if not state_file.exists():
             raise FileNotFoundError(f"{state_file}: nothing to resume (no checkpoint in this --out directory)")
-        state = read_json(state_file)
+        state = read_json_object(state_file)
         schedule = schedule.resume(state.get("schedule"), new_schedule)  # refuse before changing anything
         if ema is not None and not (self.directory / EMA_FILE).exists():
             raise FileNotFoundError(f"{self.directory / EMA_FILE}: the checkpoint has no EMA weights to resume "

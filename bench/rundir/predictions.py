@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench.errors import DataFormatError
+from bench.errors import BenchError, DataFormatError
+from bench.io import LINE_LIMIT, atomic_file, bounded_lines, expansion_limit, open_binary
 from bench.masks import RLEError, counts_valid, rle_counts
-from bench.safefiles import LINE_LIMIT, atomic_file, bounded_lines, expansion_limit, open_binary
+from bench.rundir.layout import RunDir
+from bench.rundir.lock import RunLock
 
 GZ = ".gz"
 
@@ -260,7 +262,7 @@ def write_records(path: Path, records: Iterable[dict[str, Any]],
 
 
 def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
-    """`fill` writes the content (gzipped when `path` ends in .gz) through `bench.safefiles.atomic_file`."""
+    """`fill` writes the content (gzipped when `path` ends in .gz) through `bench.io.atomic_file`."""
     with atomic_file(path) as raw, _gzip_writer(raw) if is_gzipped(path) else contextlib.nullcontext(raw) as binary:
         fill(binary)
 
@@ -300,12 +302,33 @@ def readable_predictions(path: Path) -> Iterator[Path]:
         yield plain
 
 
+def merge_rank_files(rundir: RunDir, suite: str, order: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The suite's records of every rank, by (split, sample_id) in `order`, written atomically to its predictions
+    file; rank files removed after. Crash-safe: a kill between the two leaves records in both the merged file
+    and rank files, identical, and the next merge keeps one of each."""
+    files = rundir.prediction_files(suite)
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in files:
+        for number, record in iter_records(path):
+            key = (record.get("split"), record["sample_id"])
+            if key in by_key and by_key[key] != record:
+                raise BenchError(f"{path}:{number}: sample {key[1]!r} ({key[0]}) predicted twice, differently")
+            by_key[key] = record
+    missing = [k for k in order if k not in by_key]
+    if missing:
+        raise BenchError(f"{len(missing)} samples of {suite} have no prediction after the run (first: {missing[0]})")
+    records = [by_key[k] for k in order]
+    main = rundir.predictions(suite)
+    write_records(main, records)
+    for path in files:
+        if path != main:
+            path.unlink()
+    return records
+
+
 def compact_run(run: Path) -> list[Path]:
     """Gzip the merged predictions files of a finished run directory (holding its lock); returns the new files.
     Refuses a directory that holds no run, a run that is not complete, and rank files left to merge."""
-    from bench.errors import BenchError
-    from bench.rundir import RunDir, RunLock
-
     rundir = RunDir(run)
     if not rundir.exists():
         raise BenchError(f"{rundir.path} holds no run (no {rundir.run_file.name})")

@@ -1,4 +1,5 @@
-"""Safe file access shared by every reader and writer of the harness.
+"""The harness's one file reader and writer: every file written whole goes through `atomic_file`, every read is
+bounded and refuses special files.
 
 - Written files go through `atomic_file`: a temporary sibling with a unique name, created exclusively and never
   through a symbolic link (O_CREAT | O_EXCL | O_NOFOLLOW), synced and renamed onto the target; on any error it
@@ -92,6 +93,15 @@ def parse_json(text: str | bytes, source: str | Path) -> Any:
 def read_json(path: str | Path, limit: int = JSON_LIMIT) -> Any:
     """A JSON file, size-limited (`read_limited`) and parsed by `parse_json`."""
     return parse_json(read_text(path, limit), path)
+
+
+def read_json_object(path: str | Path, limit: int = SMALL_JSON_LIMIT) -> dict[str, Any]:
+    """A JSON object (a record or configuration: run.json, config.json, ...) of at most `limit` bytes; anything
+    else is a DataFormatError naming the file."""
+    data = read_json(path, limit)
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path}: expected a JSON object")
+    return data
 
 
 def bounded_lines(handle: BinaryIO, source: str | Path, limit: int = LINE_LIMIT,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bench.report.claims import read_claims
 from bench.report.leaderboard import Files, consistency_warnings, measured_row
-from bench.report.provenance import provenance
-from bench.report.runs import Run
+from bench.report.read_runs import Run
+from bench.report.runs_page import provenance
 from bench.report.text import REPORT, cell_text, link, link_text, markdown_table, md, ordered_splits, slug
 
 ABLATIONS_DIR = "ablations"

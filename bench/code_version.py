@@ -1,5 +1,5 @@
-"""What run.json records about where a result came from: the commit, the package versions and, for ablation
-cells, a hash of the source files that ran."""
+"""Which code made a result: the commit (and whether the tree differs), the package versions and a hash of the
+source files, recorded in run.json and in ablation cells' provenance.json."""
 
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
 
 
 @functools.cache

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report.runs import Run
+from bench.io import read_text
+from bench.report.read_runs import Run
 from bench.report.text import (
     MISSING,
     REPORT,
@@ -17,8 +18,7 @@ from bench.report.text import (
     metric_settings,
     timings_text,
 )
-from bench.rundir import RunDir
-from bench.safefiles import read_text
+from bench.rundir.layout import RunDir
 
 RUNS_PAGE = "runs.md"  # the leaderboard runs' provenance, at the top of the results directory
 OPTIONAL_FACTS = ("kind", "data root", "limit")  # shown only when set

@@ -1,19 +1,18 @@
-"""Reads the run directories of a results directory (those its runs.toml declares, if it has one), only
-through bench.rundir; file problems are noted."""
+"""The report's input: the run directories of a results directory (those its runs.toml declares, if it has
+one) read into `Run`s through bench.rundir, with their files' problems noted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from bench.errors import DataFormatError
-from bench.predictions import iter_records
-from bench.rundir import RUN_FILE, RunDir, RunRecord
-from bench.tomlfiles import read_toml
-
-DECLARED_RUNS = "runs.toml"  # the runs a results directory's report is built from, each with its command
+from bench.rundir.declared import DECLARED_RUNS, read_declared, run_directories
+from bench.rundir.layout import RunDir
+from bench.rundir.predictions import iter_records
+from bench.rundir.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -51,61 +50,6 @@ def load_runs(results_dir: Path) -> list[Run]:
         entry.check(run.record, results_dir / DECLARED_RUNS)
         runs.append(run)
     return sorted(runs, key=lambda run: run.name)
-
-
-def run_directories(results_dir: Path) -> list[Path]:
-    """Every run.json below results_dir."""
-    return sorted(Path(results_dir).rglob(RUN_FILE), key=lambda path: path.parent.relative_to(results_dir).as_posix())
-
-
-def undeclared_runs(results_dir: Path) -> list[str]:
-    """Run directories below results_dir that its runs.toml does not declare (none without a runs.toml)."""
-    declared = read_declared(results_dir)
-    if declared is None:
-        return []
-    names = {PurePosixPath(entry.directory).as_posix() for entry in declared}
-    return [name for path in run_directories(results_dir)
-            if (name := path.parent.relative_to(results_dir).as_posix()) not in names]
-
-
-@dataclass(frozen=True)
-class DeclaredRun:
-    """One [[run]] of runs.toml: the directory (relative to the results directory), the exact command that
-    makes it and, optionally, the label the report shows; the run.json found there must agree."""
-
-    directory: str
-    command: str
-    label: str | None = None
-
-    def check(self, record: RunRecord, source: Path) -> None:
-        if record.command != self.command:
-            raise DataFormatError(f"{source}: run {self.directory!r} was made by {record.command!r}, "
-                                  f"not by the declared {self.command!r}")
-        if self.label is not None and record.display_name != self.label:
-            raise DataFormatError(f"{source}: run {self.directory!r} is labelled {record.display_name!r}, "
-                                  f"not {self.label!r}")
-
-
-def read_declared(results_dir: Path) -> list[DeclaredRun] | None:
-    """The [[run]] entries of results_dir/runs.toml, or None when there is no such file."""
-    path = Path(results_dir) / DECLARED_RUNS
-    if not path.is_file():
-        return None
-    data = read_toml(path)
-    entries = data.get("run", [])
-    declared = []
-    for index, entry in enumerate(entries if isinstance(entries, list) else [None]):
-        if not isinstance(entry, dict) or set(entry) - {"directory", "command", "label"} or not all(
-            isinstance(entry.get(key), str) for key in ("directory", "command")
-        ):
-            raise DataFormatError(f"{path}: run {index + 1} needs strings 'directory' and 'command' (and "
-                                  "optionally 'label'), nothing else")
-        relative = PurePosixPath(entry["directory"])
-        if relative.is_absolute() or ".." in relative.parts or not (path.parent / relative / RUN_FILE).is_file():
-            raise DataFormatError(f"{path}: run {index + 1}: no run.json in {entry['directory']!r} (a directory "
-                                  "below the results directory)")
-        declared.append(DeclaredRun(**entry))
-    return declared
 
 
 def load_run(results_dir: Path, path: Path) -> Run:
