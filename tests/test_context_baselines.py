@@ -9,8 +9,6 @@ import re
 
 import numpy as np
 import pytest
-from test_reasonseg import TinyReasonSeg, filled, rect, shape, write
-from test_refer import ANNOTATIONS, SIZES, TinyRefCOCO, write_dataset
 
 from bench.cli import main
 from bench.errors import SampleError
@@ -20,6 +18,8 @@ from bench.models import MODELS, ModelInput
 from bench.models.context import draw
 from bench.report import build_report
 from bench.suites.base import Sample
+from tests.test_reasonseg import TinyReasonSeg, filled, rect, shape, write
+from tests.test_refer import ANNOTATIONS, SIZES, TinyRefCOCO, write_dataset
 
 
 def annotation_mask(ann_id: int) -> np.ndarray:

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report import split_metrics, write_run
 
 from bench.report import build_report
 from bench.report.claims import read_claims
 from bench.rundir import CHECKOUT, RunDir, RunRecord
+from tests.test_report import split_metrics, write_run
 
 REPO = Path(__file__).resolve().parent.parent
 OLD_SUMMARY = """# Ablation: steps

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ablate_executors import LONGER_TRAINING, _checkpoint_step, _table
 
 from bench.cli import main
+from tests.test_ablate_executors import LONGER_TRAINING, _checkpoint_step, _table
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_hostile import SQUARE, write_refer
-from test_report import split_metrics, write_run
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
 from bench.predictions import compact_run, write_records
 from bench.report import build_report
 from bench.rundir import RunDir, RunLock, write_json, write_text_atomic
+from tests.test_hostile import SQUARE, write_refer
+from tests.test_report import split_metrics, write_run
 
 VICTIM = b"precious user data\n" * 300
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hostile import SQUARE, write_refer
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
 from bench.suites.writers import write_reasonseg_sample
+from tests.test_hostile import SQUARE, write_refer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_lisa_keymap import tiny_lisa  # noqa: F401 - a fixture
 
 from baselines.lisa.keymap import KeyMappingError, read_state_dict
+from tests.test_lisa_keymap import tiny_lisa  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_hostile import SQUARE, write_refer
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
+from tests.test_hostile import SQUARE, write_refer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "genmask" / "checkpoints" / "tiny"

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_runner import REPO, SLOW_MODEL_SCRIPT, data_root  # noqa: F401 - data_root is a fixture
+
+from tests.test_runner import REPO, SLOW_MODEL_SCRIPT, data_root  # noqa: F401 - data_root is a fixture
 
 
 def _children(pid: int) -> list[int]:
