@@ -15,8 +15,8 @@ from bench.errors import BenchError, DataFormatError
 from bench.predictions import compact_run, write_records
 from bench.report import build_report
 from bench.rundir import RunDir, RunLock, write_json, write_text_atomic
+from tests.bench.report.test_report import split_metrics, write_run
 from tests.test_hostile import SQUARE, write_refer
-from tests.test_report import split_metrics, write_run
 
 VICTIM = b"precious user data\n" * 300
 

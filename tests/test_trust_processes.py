@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_runner import REPO, SLOW_MODEL_SCRIPT, data_root  # noqa: F401 - data_root is a fixture
+from tests.bench.test_runner import REPO, SLOW_MODEL_SCRIPT, data_root  # noqa: F401 - data_root is a fixture
 
 
 def _children(pid: int) -> list[int]:

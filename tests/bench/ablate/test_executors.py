@@ -26,7 +26,7 @@ from bench.ablate.spec import load_ablation
 from bench.cli import main
 from bench.errors import BenchError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 LONGER_TRAINING = 'train_args={"train.steps"=40,"train.checkpoint_minutes"=0}'  # a checkpoint every step
 
 

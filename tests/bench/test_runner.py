@@ -25,7 +25,7 @@ from bench.models import ModelInput, SegModel
 from bench.runner import Runner, RunSpec
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _square(x: int, y: int, size: int) -> list[float]:

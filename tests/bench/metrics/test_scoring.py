@@ -19,7 +19,7 @@ from bench.masks import encode_rle
 from bench.scoring import score_predictions
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 H, W = 24, 32
 pytestmark = pytest.mark.filterwarnings("ignore:suite refcoco split")  # the fixture is not the real size
 

@@ -22,7 +22,7 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.report import build_report
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 BASIC = """
 question = "q"

@@ -18,9 +18,9 @@ import pytest
 from bench.report import build_report
 from bench.report.claims import read_claims
 from bench.rundir import CHECKOUT, RunDir, RunRecord
-from tests.test_report import split_metrics, write_run
+from tests.bench.report.test_report import split_metrics, write_run
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 OLD_SUMMARY = """# Ablation: steps
 
 ## Claims

@@ -488,7 +488,7 @@ def test_a_killed_generation_leaves_nothing_the_next_one_does_not_remove(tmp_pat
 
     tiny = SynthConfig(refer_images={"train": 1, "val": 1, "testA": 1, "testB": 1},
                        reason_images={"train": 1, "val": 1, "test": 1})
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[3]
     args = [sys.executable, "-c", KILLED_GENERATION, str(tmp_path), repr({"refer_images": tiny.refer_images,
                                                                          "reason_images": tiny.reason_images})]
     killed = subprocess.run(args, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from tests.test_ablate_executors import LONGER_TRAINING, _checkpoint_step, _table
+from tests.bench.ablate.test_executors import LONGER_TRAINING, _checkpoint_step, _table
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun")
 PACKAGES = ["slurm-wlm", "munge"]
 CALL_TIMEOUT_S = 900  # one `bench ablate --wait` at smoke; a hang fails the test instead of CI

@@ -18,8 +18,8 @@ from bench.models import MODELS, ModelInput
 from bench.models.context import draw
 from bench.report import build_report
 from bench.suites.base import Sample
-from tests.test_reasonseg import TinyReasonSeg, filled, rect, shape, write
-from tests.test_refer import ANNOTATIONS, SIZES, TinyRefCOCO, write_dataset
+from tests.bench.suites.test_reasonseg import TinyReasonSeg, filled, rect, shape, write
+from tests.bench.suites.test_refer import ANNOTATIONS, SIZES, TinyRefCOCO, write_dataset
 
 
 def annotation_mask(ann_id: int) -> np.ndarray:
