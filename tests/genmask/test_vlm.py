@@ -139,7 +139,7 @@ def test_the_committed_foundation_reads_colours() -> None:
 
     from genmask.vlm import answer_accuracy, draw_dialogues
 
-    directory = Path(__file__).resolve().parents[1] / "genmask" / "checkpoints" / "foundations" / "vlm-tiny"
+    directory = Path(__file__).resolve().parents[2] / "genmask" / "checkpoints" / "foundations" / "vlm-tiny"
     model, processor, config = load_foundation(directory)
     config.train.kind_weights = {"colour": 1.0}
     data = draw_dialogues(123, range(96), config)

@@ -106,7 +106,7 @@ def test_each_process_draws_its_own_batch_and_one_process_keeps_the_single_proce
 @pytest.mark.slow
 def test_two_process_torchrun_trains_both_stages(tmp_path) -> None:
     """accelerate under torchrun (gloo on CPU): DDP forward/backward in both stages, rank 0 alone writes."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "BENCH_CACHE": str(tmp_path / "cache")}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
               "genmask.train", "--preset", "micro", "train.threads=1"]
