@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from baselines.lisa.keymap import KeyMappingError, read_state_dict
-from tests.test_lisa_keymap import tiny_lisa  # noqa: F401 - a fixture
+from tests.baselines.lisa.test_keymap import tiny_lisa  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -70,7 +70,7 @@ def test_defaults_mirror_genmask_data_stream() -> None:
     train, genmask = RivalTrainConfig(), TrainConfig()
     for key in ("seed", "data", "data_root", "train_samples", "group_size", "task_weights", "val_samples"):
         assert getattr(train, key) == getattr(genmask, key), key
-    tiny = json.loads((Path(__file__).resolve().parents[1] / "genmask/checkpoints/tiny/config.json").read_text())
+    tiny = json.loads((Path(__file__).resolve().parents[2] / "genmask/checkpoints/tiny/config.json").read_text())
     assert train.image_size == tiny["image_size"]
     config = ToyTrainer.default_config()
     assert config.train.lr == 1e-2 and config.model.width == 4
