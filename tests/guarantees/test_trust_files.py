@@ -16,7 +16,7 @@ from bench.predictions import compact_run, write_records
 from bench.report import build_report
 from bench.rundir import RunDir, RunLock, write_json, write_text_atomic
 from tests.bench.report.test_report import split_metrics, write_run
-from tests.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE, write_refer
 
 VICTIM = b"precious user data\n" * 300
 

@@ -15,9 +15,9 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
-from tests.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE, write_refer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "genmask" / "checkpoints" / "tiny"
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 SCRIPT = """

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from tests.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE, write_refer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "genmask" / "checkpoints" / "tiny"
 
 

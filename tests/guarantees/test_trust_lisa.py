@@ -17,7 +17,7 @@ import torch
 from baselines.lisa.keymap import KeyMappingError, read_state_dict
 from tests.baselines.lisa.test_keymap import tiny_lisa  # noqa: F401 - a fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("key", "value"), [("num_hidden_layers", 100000), ("intermediate_size", 10**8)])
