@@ -15,26 +15,8 @@ from bench.cli import main
 from bench.masks import encode_rle
 from bench.suites.base import MAX_IMAGE_PIXELS
 from bench.suites.refer import RefCOCO
-from bench.suites.writers import coco_image_name, make_ref, write_reasonseg_sample, write_refer_dataset
 
 SQUARE = [[4, 4, 20, 4, 20, 20, 4, 20]]
-
-
-def write_refer(root: Path, images: list[dict], segmentations: list) -> Path:
-    """A RefCOCO-layout dataset: one val ref (one sentence, sent_id = image id) per image dict given."""
-    refer = root / "refer_seg"
-    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    annotations, refs = [], []
-    for image, segmentation in zip(images, segmentations, strict=True):
-        image.setdefault("file_name", coco_image_name(image["id"]))
-        if image["file_name"] == coco_image_name(image["id"]):
-            Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_dir / image["file_name"])
-        annotations.append({"id": image["id"], "image_id": image["id"], "category_id": 1, "iscrowd": 0,
-                            "segmentation": segmentation, "bbox": [0, 0, 1, 1], "area": 1})
-        refs.append(make_ref(image["id"], image["id"], image["id"], 1, "val", [(image["id"], f"thing {image['id']}")]))
-    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
-    return root
 
 
 def run(root: Path, out: Path, suite: str = "refcoco", split: str = "val") -> dict[str, dict]:
@@ -53,22 +35,26 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
-def write_reasonseg(root: Path, stem: str, size: tuple[int, int] | None = None, image: bytes | None = None) -> Path:
-    """A ReasonSeg val pair; `size` overrides imageHeight/imageWidth (None: removed), `image` the image bytes."""
-    split_dir = root / "reason_seg" / "ReasonSeg" / "val"
-    write_reasonseg_sample(split_dir, stem, np.zeros((64, 64, 3), np.uint8), ["the thing"], False,
-                           [{"label": "target", "points": [[4, 4], [20, 4], [20, 20]]}], image_ext=".png")
-    annotation = json.loads((split_dir / f"{stem}.json").read_text())
-    annotation.pop("imageHeight"), annotation.pop("imageWidth")
-    if size is not None:
-        annotation["imageHeight"], annotation["imageWidth"] = size
-    (split_dir / f"{stem}.json").write_text(json.dumps(annotation))
-    if image is not None:
-        (split_dir / f"{stem}.png").write_bytes(image)
-    return root
+@pytest.fixture(scope="module")
+def write_reasonseg(reasonseg_sample):
+    """Factory: `write_reasonseg(root, stem, size=None, image=None)`, a ReasonSeg val pair; `size` overrides
+    imageHeight/imageWidth (None: removed), `image` the image bytes."""
+
+    def write(root: Path, stem: str, size: tuple[int, int] | None = None, image: bytes | None = None) -> Path:
+        split_dir = reasonseg_sample(root, stem)
+        annotation = json.loads((split_dir / f"{stem}.json").read_text())
+        annotation.pop("imageHeight"), annotation.pop("imageWidth")
+        if size is not None:
+            annotation["imageHeight"], annotation["imageWidth"] = size
+        (split_dir / f"{stem}.json").write_text(json.dumps(annotation))
+        if image is not None:
+            (split_dir / f"{stem}.png").write_bytes(image)
+        return root
+
+    return write
 
 
-def test_a_huge_declared_image_size_in_instances_json_fails_its_sample(tmp_path):
+def test_a_huge_declared_image_size_in_instances_json_fails_its_sample(tmp_path, write_refer):
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64},
                                            {"id": 2, "height": 100_000, "width": 100_000}], [SQUARE, SQUARE])
     records = run(root, tmp_path / "out")  # pycocotools used to crash the interpreter here
@@ -76,7 +62,7 @@ def test_a_huge_declared_image_size_in_instances_json_fails_its_sample(tmp_path)
     assert records["2"]["status"] == "failed" and f"exceeds the limit of {MAX_IMAGE_PIXELS} pixels" in records["2"]["error"]
 
 
-def test_an_rle_of_another_size_fails_before_it_is_decoded(tmp_path):
+def test_an_rle_of_another_size_fails_before_it_is_decoded(tmp_path, write_refer):
     huge = {"size": [100_000, 100_000], "counts": "0"}
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}, {"id": 2, "height": 64, "width": 64}],
                        [huge, [encode_rle(np.ones((64, 64), bool))]])  # the second: a list of RLEs, as LISA accepts
@@ -86,7 +72,7 @@ def test_an_rle_of_another_size_fails_before_it_is_decoded(tmp_path):
     assert records["2"]["status"] == "ok" and records["2"]["area"] == 64 * 64
 
 
-def test_a_file_name_leaving_the_data_root_is_refused(tmp_path):
+def test_a_file_name_leaving_the_data_root_is_refused(tmp_path, write_refer):
     outside = tmp_path / "secret.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(outside)
     escape = "../../../../../../secret.png"
@@ -100,7 +86,7 @@ def test_a_file_name_leaving_the_data_root_is_refused(tmp_path):
         assert records[sample_id]["status"] == "failed" and "leaves the image directory" in records[sample_id]["error"]
 
 
-def test_reasonseg_huge_declared_size_fails_its_sample(tmp_path):
+def test_reasonseg_huge_declared_size_fails_its_sample(tmp_path, write_reasonseg):
     root = write_reasonseg(tmp_path / "data", "image_1", size=(64, 64))
     write_reasonseg(root, "image_2", size=(100_000, 100_000))  # used to raise MemoryError
     records = run(root, tmp_path / "out", suite="reasonseg")
@@ -108,7 +94,7 @@ def test_reasonseg_huge_declared_size_fails_its_sample(tmp_path):
     assert records["image_2"]["status"] == "failed" and "exceeds the limit" in records["image_2"]["error"]
 
 
-def test_a_decompression_bomb_header_fails_its_sample_not_the_suite(tmp_path):
+def test_a_decompression_bomb_header_fails_its_sample_not_the_suite(tmp_path, write_reasonseg):
     root = write_reasonseg(tmp_path / "data", "image_1")
     write_reasonseg(root, "image_2", image=png_header(30_000, 30_000))  # size read from the header: a bomb
     records = run(root, tmp_path / "out", suite="reasonseg")
@@ -116,7 +102,7 @@ def test_a_decompression_bomb_header_fails_its_sample_not_the_suite(tmp_path):
     assert records["image_2"]["status"] == "failed" and "decompression bomb" in records["image_2"]["error"]
 
 
-def test_an_oversize_image_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch):
+def test_an_oversize_image_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch, write_reasonseg):
     big = tmp_path / "big.png"
     Image.new("1", (12_000, 12_000)).save(big)  # 144 Mpx, a few kB on disk
     root = write_reasonseg(tmp_path / "data", "image_1", size=(12_000, 12_000), image=big.read_bytes())
@@ -130,7 +116,7 @@ def test_an_oversize_image_is_refused_from_its_header_without_decoding(tmp_path,
     assert "image: image size 12000x12000 is not positive or exceeds the limit" in records["image_1"]["error"]
 
 
-def test_a_symlink_loop_exits_2_naming_the_file(tmp_path, capsys):
+def test_a_symlink_loop_exits_2_naming_the_file(tmp_path, capsys, write_reasonseg):
     root = write_reasonseg(tmp_path / "data", "image_1")
     loop = root / "reason_seg" / "ReasonSeg" / "val" / "image_2.json"
     loop.symlink_to(loop.name)
@@ -141,7 +127,7 @@ def test_a_symlink_loop_exits_2_naming_the_file(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # refused input leaves no run directory behind
 
 
-def test_an_image_symlink_loop_fails_its_sample(tmp_path):
+def test_an_image_symlink_loop_fails_its_sample(tmp_path, write_reasonseg):
     root = write_reasonseg(tmp_path / "data", "image_1", size=(64, 64))
     image = root / "reason_seg" / "ReasonSeg" / "val" / "image_1.png"
     image.unlink()
@@ -151,7 +137,7 @@ def test_an_image_symlink_loop_fails_its_sample(tmp_path):
 
 
 @pytest.mark.parametrize("image", [{"id": 1, "height": "64", "width": 64}, {"id": 1, "width": 64}])
-def test_malformed_image_entries_name_the_file(tmp_path, image):
+def test_malformed_image_entries_name_the_file(tmp_path, image, write_refer):
     root = write_refer(tmp_path / "data", [image], [SQUARE])
     with pytest.raises(Exception, match=r"instances.json: image 1 needs integer 'height'"):
         RefCOCO(root).samples("val")

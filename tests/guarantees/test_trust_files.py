@@ -16,7 +16,7 @@ from bench.predictions import compact_run, write_records
 from bench.report import build_report
 from bench.rundir import RunDir, RunLock, write_json, write_text_atomic
 from tests.bench.report.test_report import split_metrics, write_run
-from tests.guarantees.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE
 
 VICTIM = b"precious user data\n" * 300
 
@@ -78,7 +78,7 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path: Path, monk
 
 
 @pytest.fixture(scope="module")
-def refer_root(tmp_path_factory) -> Path:
+def refer_root(tmp_path_factory, write_refer) -> Path:
     return write_refer(tmp_path_factory.mktemp("data"), [{"id": 1, "height": 64, "width": 64}], [SQUARE])
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from tests.guarantees.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "genmask" / "checkpoints" / "tiny"
@@ -49,7 +49,7 @@ def test_missing_data_names_data_root(tmp_path: Path, capsys):
     assert "--data-root" in capsys.readouterr().err
 
 
-def test_score_summary_shows_the_label(tmp_path: Path, capsys):
+def test_score_summary_shows_the_label(tmp_path: Path, capsys, write_refer):
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
     assert main(["run", "--suite", "refcoco", "--split", "val", "--model", "oracle", "--data-root", str(root),
                  "--out", str(tmp_path / "run"), "--no-progress", "--bootstrap", "0", "--workers", "0"]) == 0

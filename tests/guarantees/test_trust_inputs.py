@@ -9,13 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
-from bench.suites.writers import write_reasonseg_sample
-from tests.guarantees.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +24,7 @@ def _run(root: Path, out: Path, *extra: str) -> int:
 
 
 @pytest.mark.parametrize("name", ["predictions.jsonl", "predictions.jsonl.gz"])
-def test_bench_run_refuses_foreign_predictions_in_its_out_dir(tmp_path: Path, capsys, name: str):
+def test_bench_run_refuses_foreign_predictions_in_its_out_dir(tmp_path: Path, capsys, name: str, write_refer):
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
     out = tmp_path / "out"
     out.mkdir()
@@ -56,21 +54,18 @@ def test_the_recorded_set_flags_make_the_same_cell(monkeypatch):
     assert seen[0].overrides == overrides
 
 
-def test_reasonseg_ids_that_collide_are_refused_before_anything_runs(tmp_path: Path):
+def test_reasonseg_ids_that_collide_are_refused_before_anything_runs(tmp_path: Path, reasonseg_sample):
     from bench.suites import SUITES
 
-    split_dir = tmp_path / "reason_seg" / "ReasonSeg" / "val"
-    shapes = [{"label": "target", "points": [[4, 4], [20, 4], [20, 20]]}]
     for stem, texts in (("image_1000", ["first", "second"]), ("image_1000:1", ["other"])):
-        write_reasonseg_sample(split_dir, stem, np.zeros((32, 32, 3), np.uint8), texts, False, shapes,
-                               image_ext=".png")
+        reasonseg_sample(tmp_path, stem, texts=texts, size=(32, 32))
     suite = SUITES.get("reasonseg")(data_root=tmp_path, texts="all")
     with pytest.raises(DataFormatError, match="image_1000:1"):
         list(suite.iter_samples("val"))
 
 
 @pytest.mark.parametrize("coordinate", ["NaN", "1e300", "1e8", "-1e8"])
-def test_a_polygon_with_absurd_coordinates_fails_its_sample(tmp_path: Path, coordinate: str):
+def test_a_polygon_with_absurd_coordinates_fails_its_sample(tmp_path: Path, coordinate: str, write_refer):
     hostile = [[4.0, 4.0, 20.0, 4.0, 20.0, 20.0, 4.0, 20.0]]
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64},
                                            {"id": 2, "height": 64, "width": 64}], [SQUARE, hostile])
@@ -125,7 +120,7 @@ def _gzip_of_one_long_line(path: Path, megabytes: int) -> None:
         handle.write(squeeze.compress(b'"}\n') + squeeze.flush())
 
 
-def test_a_gzip_of_one_huge_line_is_refused_within_bounded_memory(tmp_path: Path):
+def test_a_gzip_of_one_huge_line_is_refused_within_bounded_memory(tmp_path: Path, write_refer):
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
     bomb = tmp_path / "bomb.jsonl.gz"
     _gzip_of_one_long_line(bomb, 384)
@@ -144,7 +139,7 @@ def test_a_gzip_of_one_huge_line_is_refused_within_bounded_memory(tmp_path: Path
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not gzip"])
-def test_a_damaged_gzip_is_a_message_naming_the_file(tmp_path: Path, capsys, damage: str):
+def test_a_damaged_gzip_is_a_message_naming_the_file(tmp_path: Path, capsys, damage: str, write_refer):
     import gzip
 
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
@@ -191,7 +186,7 @@ def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         pytest.fail(f"bench {' '.join(args)} blocked for {timeout} s")
 
 
-def test_fifos_never_block_a_run(tmp_path: Path):
+def test_fifos_never_block_a_run(tmp_path: Path, write_refer):
     root = write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64},
                                            {"id": 2, "height": 64, "width": 64}], [SQUARE, SQUARE])
     image = next(root.rglob("COCO_train2014_000000000002.jpg"))
@@ -204,17 +199,15 @@ def test_fifos_never_block_a_run(tmp_path: Path):
     assert sorted(statuses) == ["failed", "ok"]
 
 
-def test_a_fifo_annotation_is_refused_not_waited_on(tmp_path: Path):
-    split_dir = tmp_path / "reason_seg" / "ReasonSeg" / "val"
-    write_reasonseg_sample(split_dir, "a", np.zeros((32, 32, 3), np.uint8), ["the thing"], False,
-                           [{"label": "target", "points": [[4, 4], [20, 4], [20, 20]]}], image_ext=".png")
+def test_a_fifo_annotation_is_refused_not_waited_on(tmp_path: Path, reasonseg_sample):
+    split_dir = reasonseg_sample(tmp_path, "a", size=(32, 32))
     os.mkfifo(split_dir / "b.json")
     made = _bench("run", "--suite", "reasonseg", "--split", "val", "--model", "oracle", "--data-root", str(tmp_path),
                   "--out", str(tmp_path / "out"), "--no-progress", "--bootstrap", "0", timeout=60)
     assert made.returncode == 2 and "b.json" in made.stderr and "regular file" in made.stderr, made.stderr[-2000:]
 
 
-def test_a_gzip_bomb_is_refused_before_anything_is_copied(tmp_path: Path, capsys, monkeypatch):
+def test_a_gzip_bomb_is_refused_before_anything_is_copied(tmp_path: Path, capsys, monkeypatch, write_refer):
     import gzip
 
     from bench import safefiles

@@ -15,7 +15,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchError, DataFormatError
-from tests.guarantees.test_hostile import SQUARE, write_refer
+from tests.guarantees.test_hostile import SQUARE
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "genmask" / "checkpoints" / "tiny"
@@ -103,7 +103,7 @@ def test_a_malformed_tokenizer_file_is_a_message(tmp_path: Path):
         WordLevelProcessor.load(encoder)
 
 
-def _data(tmp_path: Path) -> Path:
+def _data(tmp_path: Path, write_refer) -> Path:
     return write_refer(tmp_path / "data", [{"id": 1, "height": 64, "width": 64}], [SQUARE])
 
 
@@ -112,8 +112,8 @@ def _run_args(root: Path, out: Path, *extra: str) -> list[str]:
             str(out), "--no-progress", "--bootstrap", "0", "--workers", "0", *extra]
 
 
-def test_refs_with_a_list_for_an_id_are_a_message(tmp_path: Path, capsys):
-    root = _data(tmp_path)
+def test_refs_with_a_list_for_an_id_are_a_message(tmp_path: Path, capsys, write_refer):
+    root = _data(tmp_path, write_refer)
     refs_file = next(root.rglob("refs*.p"))
     refs = pickle.loads(refs_file.read_bytes())
     refs[0]["image_id"] = [1]
@@ -123,8 +123,8 @@ def test_refs_with_a_list_for_an_id_are_a_message(tmp_path: Path, capsys):
 
 
 @pytest.mark.parametrize("value", ["9" * 5000, "[" * 200000 + "]" * 200000])
-def test_instances_with_huge_numbers_or_deep_nesting_are_a_message(tmp_path: Path, capsys, value: str):
-    root = _data(tmp_path)
+def test_instances_with_huge_numbers_or_deep_nesting_are_a_message(tmp_path: Path, capsys, value: str, write_refer):
+    root = _data(tmp_path, write_refer)
     instances = next(root.rglob("instances.json"))
     instances.write_text(instances.read_text().replace('"area": 1', f'"area": {value}', 1))
     assert main(_run_args(root, tmp_path / "out")) == 2
@@ -160,8 +160,8 @@ def test_a_non_ascii_digit_as_a_sample_id_is_ordered_not_a_crash(tmp_path: Path)
     assert {pick.sample_id for pick in picks} <= {"\u00b2", "1", "10"}
 
 
-def test_a_truncated_gzip_leaves_a_complete_run_complete(tmp_path: Path):
-    root = _data(tmp_path)
+def test_a_truncated_gzip_leaves_a_complete_run_complete(tmp_path: Path, write_refer):
+    root = _data(tmp_path, write_refer)
     out = tmp_path / "results" / "r"
     assert main(_run_args(root, out)) == 0
     assert main(["compact", str(out)]) == 0
@@ -180,12 +180,12 @@ def test_a_half_written_cell_is_a_message(tmp_path: Path):
         read_provenance(tmp_path)
 
 
-def test_cuda_without_cuda_is_refused_before_anything_is_recorded(tmp_path: Path, capsys):
+def test_cuda_without_cuda_is_refused_before_anything_is_recorded(tmp_path: Path, capsys, write_refer):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    root = _data(tmp_path)
+    root = _data(tmp_path, write_refer)
     assert main(_run_args(root, tmp_path / "out", "--device", "cuda")) == 2
     assert "CUDA" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
