@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bench.cli import main
 from bench.masks import decode_rle, encode_rle
 from bench.metrics import Protocol
 from bench.models import ModelInput, SegModel
 from bench.runner import Runner, RunSpec
-from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
+from bench.suites.writers import coco_image_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,29 +32,18 @@ def _square(x: int, y: int, size: int) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    """A RefCOCO-layout dataset: 6 images, one or two refs each, splits val/testA/testB."""
-    root = tmp_path_factory.mktemp("data")
-    refer = root / "refer_seg"
-    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
-    image_dir.mkdir(parents=True)
+def data_root(tmp_path_factory, refer_dataset) -> Path:
+    """A RefCOCO-layout dataset: 6 images of random pixels, one or two refs each, splits val/testA/testB."""
     rng = np.random.default_rng(0)
-    images, annotations, refs = [], [], []
-    sent_id = 100
+    objects, sent_id = [], 100
     for image_id in range(1, 7):
-        h, w = 40 + 4 * image_id, 48
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(image_dir / coco_image_name(image_id))
-        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": h, "width": w})
         for k in range(1 + image_id % 2):
-            ann_id = image_id * 10 + k
-            annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                "segmentation": [_square(4 + 16 * k, 6, 10 + image_id)], "bbox": [0, 0, 1, 1], "area": 1})
-            split = ["val", "testA", "testB"][image_id % 3]
             sentences = [(sent_id, f"thing {image_id} {k}"), (sent_id + 1, f"object {image_id} {k}")]
             sent_id += 2
-            refs.append(make_ref(ann_id, ann_id, image_id, 1, split, sentences))
-    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
-    return root
+            objects.append((image_id * 10 + k, image_id, ["val", "testA", "testB"][image_id % 3],
+                            [_square(4 + 16 * k, 6, 10 + image_id)], sentences))
+    return refer_dataset(tmp_path_factory.mktemp("data"), {i: (40 + 4 * i, 48) for i in range(1, 7)}, objects,
+                         pixels=lambda image: rng.integers(0, 255, (image["height"], image["width"], 3), dtype=np.uint8))
 
 
 def _run(tmp_path: Path, data_root: Path, *extra: str, name: str = "run") -> tuple[int, Path]:
@@ -354,20 +342,10 @@ def test_runner_takes_a_model_object(tmp_path, data_root, workers):
     assert (reference / "predictions.jsonl").read_bytes() == (tmp_path / "obj" / "predictions.jsonl").read_bytes()
 
 
-def test_a_target_that_cannot_be_rasterised_fails_only_its_sample(tmp_path):
-    root = tmp_path / "data"
-    refer = root / "refer_seg"
-    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
-    image_dir.mkdir(parents=True)
-    images, annotations, refs = [], [], []
-    for image_id in (1, 2):
-        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_dir / coco_image_name(image_id))
-        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": 64, "width": 64})
-        segmentation = [_square(4, 4, 20)] if image_id == 1 else encode_rle(np.ones((10, 10), bool))  # 10x10 on 64x64
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                            "segmentation": segmentation, "bbox": [0, 0, 1, 1], "area": 1})
-        refs.append(make_ref(image_id, image_id, image_id, 1, "val", [(image_id, f"thing {image_id}")]))
-    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
+def test_a_target_that_cannot_be_rasterised_fails_only_its_sample(tmp_path, refer_dataset):
+    root = refer_dataset(tmp_path / "data", {1: (64, 64), 2: (64, 64)},
+                         [(1, 1, "val", [_square(4, 4, 20)], [(1, "thing 1")]),
+                          (2, 2, "val", encode_rle(np.ones((10, 10), bool)), [(2, "thing 2")])])  # 10x10 on 64x64
     code, out = _run(tmp_path, root, "--model", "oracle", "--split", "val")
     assert code == 0
     records = {r["sample_id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}

@@ -53,22 +53,11 @@ def test_task_weights_choose_the_kind_of_text() -> None:
     assert {item.kind for item in chosen if item.image == 0} == {"referring"}  # the only kind image 0 has
 
 
-def test_a_refer_format_suite_is_training_data_grouped_by_image(tmp_path) -> None:
-    from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
-
+def test_a_refer_format_suite_is_training_data_grouped_by_image(tmp_path, refer_dataset) -> None:
     square = [[2, 2, 10, 2, 10, 10, 2, 10]]  # x 2..10, y 2..10 on a 16 x 20 image
-    annotations = [{"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [2, 2, 8, 8],
-                    "segmentation": square},
-                   {"id": 8, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [12, 2, 6, 6],
-                    "segmentation": [[12, 2, 18, 2, 18, 8, 12, 8]]}]
-    refs = [make_ref(1, 7, 1, 1, "train", [(1, "left box"), (2, "the big box")]),
-            make_ref(2, 8, 1, 1, "train", [(3, "right box")]), make_ref(3, 7, 1, 1, "val", [(4, "held out")])]
-    images = [{"id": 1, "file_name": coco_image_name(1), "height": 16, "width": 20}]
-    refer_root = tmp_path / "refer_seg"
-    write_refer_dataset(refer_root, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "box"}])
-    image_dir = refer_root / "images" / "mscoco" / "images" / "train2014"
-    image_dir.mkdir(parents=True)
-    Image.fromarray(np.full((16, 20, 3), 90, np.uint8)).save(image_dir / coco_image_name(1))
+    refer_dataset(tmp_path, {1: (16, 20)}, [(7, 1, "train", square, [(1, "left box"), (2, "the big box")]),
+                                            (8, 1, "train", [[12, 2, 18, 2, 18, 8, 12, 8]], [(3, "right box")]),
+                                            (7, 1, "val", square, [(4, "held out")])], category="box")
     data = suite_groups("refcoco", str(tmp_path), image_size=8, limit=100)
     assert sorted(item.text for item in data.items) == ["left box", "right box", "the big box"]
     assert len(data.images) == 1 and data.by_image == [[0, 1, 2]]  # one image, one group
@@ -98,15 +87,11 @@ def test_unknown_suite_split_is_named(tmp_path) -> None:
         suite_groups("synthref", "", 32, 4, split="bogus")
 
 
-def test_reasonseg_train_split_is_training_data(tmp_path) -> None:
-    from bench.suites.writers import write_reasonseg_sample
-
-    train = tmp_path / "reason_seg" / "ReasonSeg" / "train"
+def test_reasonseg_train_split_is_training_data(tmp_path, reasonseg_sample) -> None:
     for index in range(2):
-        write_reasonseg_sample(train, f"image_{index}", np.full((12, 16, 3), 200, np.uint8),
-                               [f"what holds the coffee {index}?", "the cup"], is_sentence=True,
-                               shapes=[{"label": "target", "points": [[2, 2], [8, 2], [8, 8], [2, 8]]}],
-                               image_ext=".png")
+        reasonseg_sample(tmp_path, f"image_{index}", split="train", texts=[f"what holds the coffee {index}?", "the cup"],
+                         shapes=[{"label": "target", "points": [[2, 2], [8, 2], [8, 8], [2, 8]]}], size=(12, 16),
+                         fill=200, is_sentence=True)
     data = suite_groups("reasonseg", str(tmp_path), image_size=8, limit=100)
     assert len(data.images) == 2 and {item.kind for item in data.items} == {"reasoning"}
     assert all(members and {data.items[i].image for i in members} == {image}

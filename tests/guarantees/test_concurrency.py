@@ -9,11 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -47,22 +43,11 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
+def data_root(tmp_path_factory, refer_dataset) -> Path:
     """A RefCOCO-layout dataset of 12 val sentences on 6 images."""
-    root = tmp_path_factory.mktemp("data")
-    refer = root / "refer_seg"
-    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
-    image_dir.mkdir(parents=True)
-    images, annotations, refs = [], [], []
-    for image_id in range(1, 7):
-        Image.fromarray(np.full((32, 40, 3), 40 * image_id, np.uint8)).save(image_dir / coco_image_name(image_id))
-        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": 32, "width": 40})
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "area": 1,
-                            "bbox": [0, 0, 1, 1], "segmentation": [[2, 2, 20, 2, 20, 20, 2, 20]]})
-        refs.append(make_ref(image_id, image_id, image_id, 1, "val",
-                             [(2 * image_id, f"thing {image_id}"), (2 * image_id + 1, f"object {image_id}")]))
-    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
-    return root
+    objects = [(i, i, "val", [[2, 2, 20, 2, 20, 20, 2, 20]], [(2 * i, f"thing {i}"), (2 * i + 1, f"object {i}")])
+               for i in range(1, 7)]
+    return refer_dataset(tmp_path_factory.mktemp("data"), dict.fromkeys(range(1, 7), (32, 40)), objects)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bench.cli import main
 from bench.errors import BenchError
@@ -23,31 +22,16 @@ from bench.predictions import (
     write_records,
 )
 from bench.rundir import RunDir
-from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:suite refcoco split")
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
+def data_root(tmp_path_factory, refer_dataset) -> Path:
     """A small RefCOCO-layout dataset: 4 images, one ref of two sentences each, all in val."""
-    root = tmp_path_factory.mktemp("data")
-    refer = root / "refer_seg"
-    image_dir = refer / "images" / "mscoco" / "images" / "train2014"
-    image_dir.mkdir(parents=True)
-    images, annotations, refs = [], [], []
-    for image_id in range(1, 5):
-        h, w = 30 + image_id, 40
-        Image.new("RGB", (w, h), (100, 100, 100)).save(image_dir / coco_image_name(image_id))
-        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": h, "width": w})
-        x = 3.0 * image_id
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                            "segmentation": [[x, 4.0, x + 12, 4.0, x + 12, 20.0, x, 20.0]], "bbox": [0, 0, 1, 1],
-                            "area": 1})
-        refs.append(make_ref(image_id, image_id, image_id, 1, "val",
-                             [(10 * image_id, f"thing {image_id}"), (10 * image_id + 1, f"box {image_id}")]))
-    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "thing"}])
-    return root
+    objects = [(i, i, "val", [[3.0 * i, 4.0, 3.0 * i + 12, 4.0, 3.0 * i + 12, 20.0, 3.0 * i, 20.0]],
+                [(10 * i, f"thing {i}"), (10 * i + 1, f"box {i}")]) for i in range(1, 5)]
+    return refer_dataset(tmp_path_factory.mktemp("data"), {i: (30 + i, 40) for i in range(1, 5)}, objects)
 
 
 def _run(data_root: Path, out: Path, *extra: str) -> int:

@@ -17,7 +17,6 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.masks import encode_rle
 from bench.scoring import score_predictions
-from bench.suites.writers import coco_image_name, make_ref, write_refer_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 H, W = 24, 32
@@ -43,24 +42,18 @@ KINDS = ["polygons", "compressed", "uncompressed", "polygons", "compressed", "sh
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
+def data_root(tmp_path_factory, refer_dataset) -> Path:
     """A refer-format set: 12 sentences over 6 images; ground truth in every COCO form, one of them broken."""
-    root = tmp_path_factory.mktemp("data")
-    refer = root / "refer_seg"
-    (refer / "images" / "mscoco" / "images" / "train2014").mkdir(parents=True)  # bench score reads no image
     rng = np.random.default_rng(0)
-    images, annotations, refs = [], [], []
+    objects = []
     for image_id, kind in enumerate(KINDS, start=1):
         mask = np.zeros((H, W), bool)
         y, x = rng.integers(2, 10), rng.integers(2, 14)
         mask[y : y + rng.integers(3, 12), x : x + rng.integers(3, 16)] = True
-        images.append({"id": image_id, "file_name": coco_image_name(image_id), "height": H, "width": W})
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                            "segmentation": _segmentation(kind, mask)})
-        refs.append(make_ref(image_id, image_id, image_id, 1, "val",
-                             [(10 * image_id, "the box"), (10 * image_id + 1, "that box")]))
-    write_refer_dataset(refer, "refcoco", "unc", images, annotations, refs, [{"id": 1, "name": "box"}])
-    return root
+        objects.append((image_id, image_id, "val", _segmentation(kind, mask),
+                        [(10 * image_id, "the box"), (10 * image_id + 1, "that box")]))
+    sizes = dict.fromkeys(range(1, len(KINDS) + 1), (H, W))
+    return refer_dataset(tmp_path_factory.mktemp("data"), sizes, objects, pixels=None, category="box")  # reads no image
 
 
 def _targets(data_root: Path) -> dict[str, np.ndarray | None]:
