@@ -161,7 +161,7 @@ def _score_one(sample: Sample, record: dict[str, Any] | None, protocol: Protocol
 
 class OutcomeTally:
     """`bench.runner.outcome_warnings` of one split, kept as counts while records stream past (the same text:
-    tests/test_scoring.py compares them)."""
+    tests/bench/metrics/test_scoring.py compares them)."""
 
     def __init__(self, suite: str, split: str):
         self.suite, self.split = suite, split
