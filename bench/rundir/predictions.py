@@ -227,7 +227,8 @@ def read_predictions(path: Path, split: str | None = None) -> tuple[dict[str, di
 
 def record_line(record: dict[str, Any]) -> str:
     """`json.dumps(record, sort_keys=True) + "\n"` for a predictions record, written out directly for the usual
-    shape (an ok record with a compressed RLE; tests/test_predictions.py checks they agree), else json.dumps."""
+    shape (an ok record with a compressed RLE; tests/bench/metrics/test_predictions.py checks they agree), else
+    json.dumps."""
     segmentation = record.get("segmentation")
     if (len(record) == 9 and record.get("status") == "ok" and "error" in record
             and record["error"] is None
