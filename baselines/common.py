@@ -441,7 +441,7 @@ class RivalSegModel(SegModel):
         counts = parameter_counts(self.model)
         return {"parameters_total": counts["total"], "parameters_trainable": recorded.get("parameters_trainable"),
                 "train_wall_seconds": recorded.get("train_wall_seconds"), "train_flops": recorded.get("train_flops"),
-                "train_samples_seen": recorded.get("train_samples_seen"),
+                "train_samples_seen": recorded.get("train_samples_seen"), "training_seed": self.rival_config.train.seed,
                 "note": "training FLOPs: " + recorded.get("flops_note", "not recorded") + "; trainable parameters "
                         "exclude the frozen foundation"}
 

@@ -80,6 +80,7 @@ class GenMaskSegModel(SegModel):
                 "parameters_trainable": sum(n for name, n in counts.items() if name not in frozen),
                 "train_wall_seconds": metrics.get("wall_seconds"), "train_flops": metrics.get("train_flops"),
                 "train_samples_seen": metrics["step"] * batch if "step" in metrics else None,
+                "training_seed": self.model.config.train.seed,
                 "note": "training wall time and FLOPs of the DiT stage only (the VAE stage, trained before it and "
                         "frozen in it, is not included)" + ("" if "train_flops" in metrics else
                                                            "; training FLOPs not recorded by its training run")}

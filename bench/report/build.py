@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report.budget import training_cells
 from bench.report.compare import CompareOptions, ReportContext, check_reference
 from bench.report.gallery import check_requested_suites, parse_requests
 from bench.report.group_pages import ablations_section, diagnostics_section
@@ -53,13 +52,12 @@ def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedVal
     files: Files = {RUNS_PAGE: runs_page(groups.leaderboard, generated)}
     measured = sorted({suite for run in groups.leaderboard for suite in run.results})
     for suite in measured + [suite for suite in REAL_SUITES if suite not in measured]:
-        page, notes, training = None, {}, {}
+        page, notes = None, {}
         if suite in measured:
             page_files, notes[CONTEXT] = suite_page(suite, groups.leaderboard, context, generated)
             files.update(page_files)
             page = suite_page_path(suite)
-            training = {run.name: training_cells(run) for run in groups.leaderboard if suite in run.results}
-        section, section_files = headline(suite, groups.leaderboard, reported, training, notes, page)
+        section, section_files = headline(suite, groups.leaderboard, reported, notes, page, context)
         lines += section
         files.update(section_files)
     for section, section_files in (

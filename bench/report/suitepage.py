@@ -44,7 +44,7 @@ def suite_page(suite: str, runs: list[Run], context: ReportContext, generated: s
     lines = [f"# {suite}", "", generated, "",
              f"Back to [{REPORT}]({link(page, REPORT)}), which ranks every row; where each run came from: "
              f"[{RUNS_PAGE}]({link(page, RUNS_PAGE)}). {md(MARKS_LEGEND)}", ""]
-    lines += budget_sections(suite, shown, page, files)
+    lines += budget_sections(suite, shown, page, files, context)
     lines += context_lines
     lines += differences_section(suite, shown, context, files, page)
     lines += costs_section(suite, shown, files, page)
