@@ -1,12 +1,13 @@
 """What every trained rival shares, so that the comparison with GenMask is fair.
 
-- `RivalTrainConfig`: the data stream (seed, data, train_samples, group_size, task_weights, image_size),
-  whose defaults are GenMask's grouped pipeline (`genmask.config.TrainConfig`) at the tiny image size, and the
-  recipe. A rival's whole config is a `RivalConfig` (`model`: its own dataclass, `train`: this one), changed by
-  `key=value` overrides with dotted keys (`train.steps=500`, `model.width=32`); an unknown key is an error.
-- The sample stream: `training_data(train)` builds the grouped data GenMask trains on (no latents: the rivals
-  read pixels) and `batch_items(data, train, step, rank, world)` draws, for a seed and step, exactly the
-  items GenMask's `make_batch` draws when its segmentation count equals the rival's batch size.
+- `RivalTrainConfig`: the data stream GenMask trains on (`bench.training.recipe.SampleStream`: data,
+  train_samples, group_size, task_weights, val_samples) at the tiny image size, and the shared recipe
+  (`bench.training.recipe.EMARecipe`: seed, optimiser, schedule, EMA, stop rules). A rival's whole config is a
+  `RivalConfig` (`model`: its own dataclass, `train`: this one), changed by `key=value` overrides
+  (`bench.training.overrides`) with dotted keys (`train.steps=500`, `model.width=32`); an unknown key is an error.
+- The sample stream (`bench.training.stream`): `training_data(train)` builds the grouped data GenMask trains on
+  (no latents: the rivals read pixels) and `batch_items(data, train, step, rank, world)` draws, for a seed and
+  step, exactly the items GenMask's `make_batch` draws when its segmentation count equals the rival's batch size.
 - `RivalTrainer`: `bench train --model NAME` for a rival. A subclass gives `build(config) -> RivalModule`
   (foundations loaded, frozen parts marked), and may change `loss` (default BCE + Dice on the module's
   logits) and `predict` (default the module's logits). The loop is the harness's `StepLoop` (exact resume
@@ -28,7 +29,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,47 +37,31 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bench.images import as_rgb_array, resize_image
+from bench.io import read_json_object
 from bench.models.base import ModelInput, SegModel
-from bench.rundir import read_json
 from bench.training import Trainer
+from bench.training.heldout import validation_data
+from bench.training.overrides import apply_nested, apply_overrides, load_override_file
+from bench.training.recipe import EMARecipe, SampleStream
+from bench.training.seeding import step_generator
+from bench.training.stream import GroupedSegData, draw_items, training_groups
 from bench.training.trainers import print_summary
-from genmask.config import TrainConfig, apply_nested, apply_overrides, load_override_file
-from genmask.data import GroupedSegData, draw_items, suite_groups, synth_groups
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]  # where `genmask/checkpoints/...` and `baselines/...` live
-_GENMASK_TRAIN = TrainConfig()  # the data-stream defaults come from GenMask's own recipe
 TINY_IMAGE_SIZE = 64  # genmask/checkpoints/tiny/config.json
 
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class RivalTrainConfig:
-    """The data stream (identical for every model given the same values) and the training recipe."""
+class RivalTrainConfig(EMARecipe, SampleStream):
+    """GenMask's data stream (the same samples for the same values) at the rival's square input size, and the
+    shared recipe."""
 
-    seed: int = 0
-    threads: int = 1
-    # data stream: the same fields, meanings and defaults as GenMask's TrainConfig
-    data: str = _GENMASK_TRAIN.data  # "synth" or a registered suite's train split under data_root
-    data_root: str = _GENMASK_TRAIN.data_root
-    train_samples: int = _GENMASK_TRAIN.train_samples
-    group_size: int = _GENMASK_TRAIN.group_size
-    task_weights: dict[str, float] = field(default_factory=lambda: dict(_GENMASK_TRAIN.task_weights))
     image_size: int = TINY_IMAGE_SIZE
-    # recipe
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0
-    eval_every: int = 500
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0
-    stop_at_step: int = 0
-    val_samples: int = _GENMASK_TRAIN.val_samples
 
 
 @dataclass
@@ -103,15 +87,11 @@ def stream_fingerprint(train: RivalTrainConfig) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- data stream
 def training_data(train: RivalTrainConfig) -> GroupedSegData:
     """The grouped training data GenMask trains on for these settings (images, masks, instructions)."""
-    if train.data == "synth":
-        return synth_groups(train.seed, train.train_samples, train.image_size)
-    return suite_groups(train.data, train.data_root, train.image_size, train.train_samples)
+    return training_groups(train, train.image_size)
 
 
 def batch_items(data: GroupedSegData, train: RivalTrainConfig, step: int, rank: int = 0, world: int = 1) -> list[int]:
     """The item indices of one process's batch: GenMask's `draw_items` on the (seed, step, rank) stream."""
-    from bench.training.seeding import step_generator
-
     return draw_items(data, train.batch_size, train, step_generator(train.seed, step, rank, world))
 
 
@@ -125,10 +105,8 @@ def make_rival_batch(data: GroupedSegData, train: RivalTrainConfig, step: int, r
 
 
 def validation_set(train: RivalTrainConfig):
-    """GenMask's held-out samples for these settings (`genmask.train.validation_data`), or None."""
-    from genmask.train import validation_data
-
-    return validation_data(SimpleNamespace(train=train, image_size=train.image_size))
+    """GenMask's held-out samples for these settings (`bench.training.heldout`), or None."""
+    return validation_data(train, train.image_size)
 
 
 # -------------------------------------------------------------------------------------- foundations
@@ -362,9 +340,7 @@ class RivalTrainer(Trainer):
         val = validation_set(train) if main else None
         groups = cls.param_groups(model, train)
         trainable = [p for group in groups for p in group["params"]]
-        run = begin_training(out, model, groups, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
-                             min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
-                             ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+        run = begin_training(out, model, groups, train, resume=resume, new_schedule=new_schedule)
         schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
         prepared, optimizer = accelerator.prepare(model, run.optimizer)
         model.train()
@@ -410,14 +386,14 @@ def load_rival(trainer: type[RivalTrainer], directory: str | Path, device: str =
     if not config_path.exists():
         raise FileNotFoundError(f"{trainer.name}: no checkpoint at {directory} (expected {CONFIG_FILE} and "
                                 f"{WEIGHTS_FILE})")
-    data = read_json(config_path)
+    data = read_json_object(config_path)
     if data.get("name") != trainer.name:
         raise ValueError(f"{config_path}: a {data.get('name')!r} checkpoint, not {trainer.name!r}")
     config = trainer.config_from_dict(data, source=str(config_path))
     module = trainer.build(config)
     load_weights(module, directory / WEIGHTS_FILE)
     metrics_path = directory / METRICS_FILE
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    metrics = read_json_object(metrics_path) if metrics_path.exists() else {}
     return module.to(device).eval(), config, metrics
 
 
@@ -440,8 +416,6 @@ class RivalSegModel(SegModel):
         return self.rival_config.train.image_size
 
     def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
-        from genmask.model import as_rgb_array, resize_image
-
         if not batch:
             return []
         begin = time.perf_counter()
@@ -467,7 +441,7 @@ class RivalSegModel(SegModel):
         counts = parameter_counts(self.model)
         return {"parameters_total": counts["total"], "parameters_trainable": recorded.get("parameters_trainable"),
                 "train_wall_seconds": recorded.get("train_wall_seconds"), "train_flops": recorded.get("train_flops"),
-                "train_samples_seen": recorded.get("train_samples_seen"),
+                "train_samples_seen": recorded.get("train_samples_seen"), "training_seed": self.rival_config.train.seed,
                 "note": "training FLOPs: " + recorded.get("flops_note", "not recorded") + "; trainable parameters "
                         "exclude the frozen foundation"}
 

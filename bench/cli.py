@@ -215,7 +215,7 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.runner import Runner, RunSpec
+    from bench.run_command import Runner, RunSpec
 
     spec = RunSpec(
         suites=args.suite, model=args.model, splits=args.split, data_root=args.data_root,
@@ -240,7 +240,7 @@ def cmd_run(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.scoring import score_file
+    from bench.score_command import score_file
 
     scored = score_file(args.suite, args.split, args.predictions, out=args.out, data_root=args.data_root,
                         suite_args=_key_values(args.suite_arg, "--suite-arg"), protocol=_protocol(args),
@@ -255,7 +255,7 @@ def cmd_score(args: argparse.Namespace, rest: list[str], command: str) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, rest: list[str], command: str) -> int:
-    from bench.predictions import compact_run
+    from bench.rundir.predictions import compact_run
 
     for run in args.runs:
         for path in compact_run(run):
@@ -266,7 +266,7 @@ def cmd_compact(args: argparse.Namespace, rest: list[str], command: str) -> int:
 def cmd_report(args: argparse.Namespace, rest: list[str], command: str) -> int:
     from bench.report import build_report
     from bench.report.compare import CompareOptions
-    from bench.report.runs import DECLARED_RUNS, undeclared_runs
+    from bench.rundir.declared import DECLARED_RUNS, undeclared_runs
 
     path = build_report(args.results, CompareOptions(reference=args.reference, gallery=tuple(args.gallery)))
     ignored = undeclared_runs(args.results)

@@ -116,8 +116,8 @@ def counts_valid(rles: Sequence[Any]) -> np.ndarray:
 
     False means "not certain": every shape other than {"size": [int, int], "counts": str}, sizes of 2**32
     pixels or more, and every string `rle_counts` refuses. A caller runs `rle_counts` on those, which
-    accepts or raises with the reason, so the decisions are rle_counts' own (tests/test_masks.py checks that
-    the two agree on valid and fuzzed RLEs)."""
+    accepts or raises with the reason, so the decisions are rle_counts' own (tests/bench/metrics/test_masks.py
+    checks that the two agree on valid and fuzzed RLEs)."""
     ok = np.zeros(len(rles), dtype=bool)
     strings, which, pixels = [], [], []
     for i, rle in enumerate(rles):

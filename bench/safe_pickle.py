@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench.errors import DataFormatError
-from bench.safefiles import read_limited
+from bench.io import read_limited
 
 REQUIRED_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 REQUIRED_SENTENCE_KEYS = ("sent_id", "sent")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, DataFormatError
-from bench.safefiles import read_text
+from bench.io import read_text
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -24,7 +24,7 @@ def parse_toml(text: str, source: Path | str) -> dict[str, Any]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file: UTF-8, size-limited, a regular file (`bench.safefiles.read_text`), parsed by `parse_toml`."""
+    """A TOML file: UTF-8, size-limited, a regular file (`bench.io.read_text`), parsed by `parse_toml`."""
     return parse_toml(read_text(path), path)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataFormatError
-from bench.safefiles import SMALL_JSON_LIMIT, open_binary, parse_json, read_json
+from bench.io import SMALL_JSON_LIMIT, open_binary, parse_json, read_json
 
 LAYER_KEYS = frozenset({"num_layers", "num_hidden_layers", "depth", "num_blocks", "num_res_blocks"})
 MAX_LAYERS = 1024  # a layer count no configuration exceeds, where the weights name no layers to compare with

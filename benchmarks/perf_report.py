@@ -79,8 +79,8 @@ positions of the whole batch (strided views), less their value where each string
 against 0.40 s for the 6,000 strings (3.3x). `bench.masks.counts_valid` says only "certain to be
 accepted"; anything else (other shapes, 2**32 pixels or more, every refused string) goes through the
 per-mask `rle_counts`, which raises with the reason, so the accept/reject decisions and the file:line
-errors are unchanged (fuzzed against `rle_counts` in tests/test_masks.py; the first bad line in sample
-order is still the one named, tests/test_scoring.py). `bench score` reads its lines back 512 at a time;
+errors are unchanged (fuzzed against `rle_counts` in tests/bench/metrics/test_masks.py; the first bad line in sample
+order is still the one named, tests/bench/metrics/test_scoring.py). `bench score` reads its lines back 512 at a time;
 the refer suite validates its RLE ground truths the same way when a split is checked. End to end, measured
 against the previous commit interleaved on this (then loaded) machine: 2.07-2.42 s before, 1.73-1.84 s
 after. Also: a prediction's area is computed once (it was twice).

@@ -41,7 +41,7 @@ def test_harness_scores_in_rle_space(benchmark, scored_inputs):
     samples, rles = scored_inputs
     protocol = Protocol()
 
-    def score():  # as bench score: the RLEs validated together (bench.predictions.read_lines), then scored
+    def score():  # as bench score: the RLEs validated together (bench.rundir.predictions.read_lines), then scored
         out = []
         assert counts_valid(rles).all()
         for sample, rle in zip(samples, rles):

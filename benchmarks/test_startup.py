@@ -1,6 +1,7 @@
 """Start-up: `bench list`, `bench score` and `bench report` as fresh processes against a bare interpreter
 (`python -c pass`) and one that imports numpy, measured in the same run; none may import a deep-learning
-library (tests/test_architecture.py and tests/test_scoring.py assert that; here it is timed)."""
+library (tests/guarantees/test_architecture.py and tests/bench/metrics/test_scoring.py assert that; here it is
+timed)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.io import read_json_object
 from bench.models.base import MODELS, ModelInput, SegModel
-from bench.rundir import read_json
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
 DTYPES = ("float32", "bfloat16", "float16")  # of the DiT and the instruction encoder; "auto": bfloat16 on CUDA
@@ -74,12 +74,13 @@ class GenMaskSegModel(SegModel):
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
         frozen = {"vae"} | ({"instruction_encoder"} if self.model.config.encoder.freeze else set())
         metrics_file = Path(self.checkpoint) / "metrics.json"
-        metrics = read_json(metrics_file) if metrics_file.is_file() else {}
+        metrics = read_json_object(metrics_file) if metrics_file.is_file() else {}
         batch = self.model.config.train.batch_size
         return {"parameters_total": sum(counts.values()),
                 "parameters_trainable": sum(n for name, n in counts.items() if name not in frozen),
                 "train_wall_seconds": metrics.get("wall_seconds"), "train_flops": metrics.get("train_flops"),
                 "train_samples_seen": metrics["step"] * batch if "step" in metrics else None,
+                "training_seed": self.model.config.train.seed,
                 "note": "training wall time and FLOPs of the DiT stage only (the VAE stage, trained before it and "
                         "frozen in it, is not included)" + ("" if "train_flops" in metrics else
                                                            "; training FLOPs not recorded by its training run")}

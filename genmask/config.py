@@ -1,18 +1,14 @@
-"""GenMask configuration: nested dataclasses, named presets and `key=value` / file overrides (no exec)."""
+"""GenMask configuration: nested dataclasses and named presets; `key=value` / file overrides apply to it through
+`bench.training.overrides` (no exec)."""
 
 from __future__ import annotations
 
-import ast
-import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A bad override: unknown key, wrong type or unreadable override file."""
+from bench.training.overrides import ConfigError, apply_nested
+from bench.training.recipe import EMARecipe, SampleStream
 
 
 @dataclass
@@ -83,35 +79,24 @@ class EncoderConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Training recipe for both stages (`vae` and `dit`)."""
+class TrainConfig(EMARecipe, SampleStream):
+    """Training recipe for every stage (`vae`, `t2i`, `dit`): the shared recipe (`bench.training.recipe`: seed,
+    optimiser, schedule, clipping, EMA, stop and save rules), the shared sample stream (`SampleStream`),
+    and GenMask's own settings below."""
 
-    seed: int = 0
     threads: int = 2
+    steps: int = 8000  # dit stage
+    warmup_steps: int = 200
     # where the weights start: "scratch" (random), "foundation" (encoder from vlm_dir, DiT from dit_dir if set) or
     # "checkpoint" (a trained GenMask in init_dir: its architecture and weights; only `shortcut` may change)
     init: str = "scratch"
     init_dir: str = ""
     vlm_dir: str = ""  # a VLM foundation (`bench train --model genmask-vlm`, its OUT/final)
     dit_dir: str = ""  # a text-to-image DiT foundation (a diffusers WanTransformer3DModel directory); "" = random
-    # data: "synth" (bench.synth scenes) or a registered suite's train split read from data_root
-    data: str = "synth"
-    data_root: str = ""
-    train_samples: int = 20000  # synth: scenes (grouped) or samples (one per scene); a suite: at most this many
-    group_size: int = 1  # expressions of the same image per batch group, different targets first; 1 = none
-    task_weights: dict[str, float] = field(default_factory=lambda: {"referring": 1.0, "reasoning": 1.0})
-    val_samples: int = 256
     caption_samples: int = 10000
     captions: str = "synth"  # text-to-image data: "synth" or a COCO captions file (captions_*.json)
     # dit stage
-    steps: int = 8000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0  # EMA of the trained weights, used to validate and save (both stages); 0 = off
     seg_fraction: float = 0.5  # share of segmentation samples per batch; 1 = segmentation only, 0 = t2i only
     # auxiliary BCE + Dice on segmentation samples' one-step x0, read to pixels by a fixed least-squares linear
     # readout (genmask.readout): an area-normalised mask loss beside the latent MSE; 0 = latent MSE alone
@@ -120,11 +105,7 @@ class TrainConfig:
     seg_sampler_params: dict[str, float] = field(default_factory=lambda: {"a": 0.05})
     gen_sampler: str = "logit_normal"
     gen_sampler_params: dict[str, float] = field(default_factory=lambda: {"mean": 0.0, "std": 1.0})
-    eval_every: int = 500
     generation_eval: int = 0  # after training, score text-to-image samples of this many held-out captions
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
-    stop_at_step: int = 0  # stop (and save) once this step is done, to split a run into sessions; 0 = never
     vae_dir: str = ""  # trained VAE (output of the vae stage) for the dit stage
     # vae stage
     vae_steps: int = 1500
@@ -224,122 +205,3 @@ def preset(name: str) -> GenMaskConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]()
-
-
-def _parse_value(text: str) -> Any:
-    """`key=value` right-hand side: a Python/JSON literal if it parses, else the plain string."""
-    lowered = {"true": True, "false": False, "null": None, "none": None}
-    if text.lower() in lowered:
-        return lowered[text.lower()]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _coerce(old: Any, new: Any, key: str, source: str) -> Any:
-    """Check that `new` fits the type of the current value `old` (int -> float and list <-> tuple allowed)."""
-    if old is None or new is None:
-        return new
-    if isinstance(old, bool) != isinstance(new, bool):
-        raise ConfigError(f"{source}: {key} expects {type(old).__name__}, got {new!r}")
-    if isinstance(old, float) and isinstance(new, int):
-        return float(new)
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-        return list(new)
-    if not isinstance(new, type(old)):
-        raise ConfigError(f"{source}: {key} expects {type(old).__name__}, got {new!r}")
-    return copy.deepcopy(new)
-
-
-def set_key(config: Any, dotted: str, value: Any, source: str = "override") -> None:
-    """Set one dotted key (`transformer.num_layers`, `encoder.text.hidden_size`); unknown keys are errors."""
-    parts = dotted.split(".")
-    node: Any = config
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
-        if dataclasses.is_dataclass(node):
-            names = [f.name for f in dataclasses.fields(node)]
-            if part not in names:
-                raise ConfigError(f"{source}: unknown config key {where!r} (known here: {', '.join(names)})")
-            if last:
-                setattr(node, part, _coerce(getattr(node, part), value, where, source))
-            else:
-                node = getattr(node, part)
-        elif isinstance(node, dict):
-            if last:  # dicts of component kwargs accept new keys; the component validates them when built
-                node[part] = _coerce(node.get(part), value, where, source)
-            elif part in node:
-                node = node[part]
-            else:
-                raise ConfigError(f"{source}: unknown config key {where!r}")
-        else:
-            raise ConfigError(f"{source}: {'.'.join(parts[:depth])} is a value, not a section, in {dotted!r}")
-
-
-def apply_nested(config: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
-    """Apply a nested mapping (from JSON/TOML or `to_dict`) key by key."""
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        target = _lookup(config, dotted, source)
-        if isinstance(value, dict) and dataclasses.is_dataclass(target):
-            apply_nested(config, value, source, prefix=dotted + ".")
-        else:
-            set_key(config, dotted, value, source)
-
-
-def _lookup(config: Any, dotted: str, source: str) -> Any:
-    node = config
-    for part in dotted.split("."):
-        if dataclasses.is_dataclass(node):
-            if part not in {f.name for f in dataclasses.fields(node)}:
-                raise ConfigError(f"{source}: unknown config key {dotted!r}")
-            node = getattr(node, part)
-        elif isinstance(node, dict):
-            node = node.get(part)
-        else:
-            return None
-    return node
-
-
-def apply_overrides(config: GenMaskConfig, overrides: list[str]) -> GenMaskConfig:
-    """Apply `key=value` strings in order (nanoGPT style, values parsed as literals, never executed)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-        key, text = (part.strip() for part in item.split("=", 1))
-        value = _parse_value(text)
-        if isinstance(_lookup(config, key, f"override {item!r}"), str) and not isinstance(value, str):
-            value = text  # a string setting takes the text as written: shortcut=none is "none", not None
-        set_key(config, key, value, source=f"override {item!r}")
-    return config
-
-
-def load_override_file(config: GenMaskConfig, path: str | Path) -> GenMaskConfig:
-    """Apply a JSON or TOML file of (nested) overrides."""
-    import tomllib  # Python >= 3.11; only TOML files need it
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: override file not found") from None
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: cannot parse overrides: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: overrides must be a mapping, got {type(data).__name__}")
-    apply_nested(config, data, source=str(path))
-    return config
-
-
-def dotted_items(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """(`section.key`, value) for every leaf of a nested configuration dict, in order."""
-    items = []
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            items += dotted_items(value, f"{prefix}{key}.")
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items

@@ -2,8 +2,8 @@
 
     python -m genmask.diagnose [--checkpoint DIR] [--samples 512] [--log OUT/log.jsonl] [--out DIR] [--leak]
 
-Validation scenes are the training run's own held-out stream (`genmask.train.VAL_SEED_OFFSET`), so numbers
-line up with the validation cIoU in the training log. Writes DIR/diagnostics.json, DIR/DIAGNOSTICS.md (with
+Validation scenes are the training run's own held-out stream (`bench.training.heldout`), so numbers line up
+with the validation cIoU in the training log. Writes DIR/diagnostics.json, DIR/DIAGNOSTICS.md (with
 the command that made it) and, given the training log, DIR/learning_curve.png. `--leak` adds the leak probe
 (`genmask.leak`): per noise level, how much of the mask the noisy latent alone gives away; `--calibrate` the mask
 threshold that maximises one-step cIoU on these validation scenes (for `--model-arg threshold=` on the test splits).
@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.training.heldout import VAL_SEED_OFFSET, SegData, synth_segmentation
 from bench.training.log import plot_learning_curve, read_log, validation_curve
 from bench.training.validation import ciou, giou, sample_scores, validation_metrics
 from genmask.adapter import SHIPPED_CHECKPOINT
 from genmask.leak import DEFAULT_GRID, leak_markdown, leak_table
 from genmask.model import GenMask
-from genmask.train import VAL_SEED_OFFSET, SegData, predict_masks, synth_segmentation
+from genmask.train import predict_masks
 
 CURVE_SERIES = {"all": "ciou_all", "referring": "ciou_referring", "reasoning": "ciou_reasoning"}
 

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from bench.errors import BenchError
-    from bench.safefiles import write_json
+    from bench.io import write_json
     from genmask.model import GenMask, generate_images
 
     try:

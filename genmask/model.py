@@ -38,7 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
-from bench.rundir import read_json
+from bench.images import as_rgb_array, resize_image
+from bench.io import read_json_object
 from bench.weights_check import check_checkpoint
 from genmask.config import GenMaskConfig, preset
 from genmask.processor import ChatProcessor, WordLevelProcessor, load_processor, special_token_ids
@@ -81,23 +82,6 @@ def masks_to_tensor(masks: list[np.ndarray]) -> torch.Tensor:
     """Boolean HxW masks -> 3-channel black/white (B, 3, 1, H, W) in [-1, 1], white = foreground."""
     array = np.stack(masks).astype(np.float32) * 2.0 - 1.0
     return torch.from_numpy(array)[:, None, None].expand(-1, 3, 1, -1, -1).contiguous()
-
-
-def as_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
-    """A PIL image (any mode) or an HxWx3 uint8 array as an HxWx3 uint8 array."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected a PIL image or an HxWx3 uint8 array, got shape {array.shape} {array.dtype}")
-    return array
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Square bilinear resize to the model resolution (aspect ratio not kept: masks are resized back)."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 class GenMask(nn.Module):
@@ -149,7 +133,7 @@ class GenMask(nn.Module):
     def from_preset(cls, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                     overrides: list[str] | None = None, vocabulary: list[str] | None = None) -> GenMask:
         """Randomly initialised model from a named preset (`paper`, `tiny`, `micro`) plus `key=value` overrides."""
-        from genmask.config import apply_overrides
+        from bench.training.overrides import apply_overrides
 
         return cls.from_config(apply_overrides(preset(name), overrides or []), device, dtype, vocabulary)
 
@@ -163,7 +147,7 @@ class GenMask(nn.Module):
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path}: no GenMask config here (expected a save_pretrained directory)")
-        config = GenMaskConfig.from_dict(read_json(config_path), source=str(config_path))
+        config = GenMaskConfig.from_dict(read_json_object(config_path), source=str(config_path))
         check_components(directory)  # before anything is allocated
         # torch_dtype (not .to) keeps the modules diffusers wants in float32 (norms, time embedding, rope) there
         transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", use_safetensors=True,
@@ -184,7 +168,7 @@ class GenMask(nn.Module):
         """Real weights: Wan (diffusers layout: wan_dir/transformer, wan_dir/vae) + Qwen2.5-VL (transformers
         layout, with its processor files); the text projection is new. The config's component sections are
         rewritten from the loaded components so the saved config tells the truth."""
-        from genmask.config import apply_overrides
+        from bench.training.overrides import apply_overrides
 
         config = apply_overrides(preset(name), overrides or [])
         wan_dir, qwen_dir = Path(wan_dir), Path(qwen_dir)

@@ -18,8 +18,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from bench.errors import DataFormatError
-from bench.rundir import read_json
-from bench.safefiles import SMALL_JSON_LIMIT, read_text
+from bench.io import SMALL_JSON_LIMIT, read_json_object, read_text
 
 WORD_TOKENIZER_FILE = "genmask_tokenizer.json"
 PROCESSOR_SETTINGS_FILE = "genmask_processor.json"
@@ -94,7 +93,7 @@ class WordLevelProcessor:
                 raise
             raise DataFormatError(f"{tokenizer_file}: not a tokenizers file ({str(exc)[:200]})") from None
         settings_file = Path(directory) / PROCESSOR_SETTINGS_FILE  # absent in checkpoints older than the option
-        settings = read_json(settings_file) if settings_file.exists() else {}
+        settings = read_json_object(settings_file) if settings_file.exists() else {}
         return cls(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(directory)),
                    bool(settings.get("coordinate_channels", False)))
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from bench.errors import BenchError, DataFormatError
-from bench.safefiles import SMALL_JSON_LIMIT, read_json, write_json
+from bench.io import SMALL_JSON_LIMIT, read_json, write_json
 
 REFERENCE_FILE = "vae.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"

@@ -25,10 +25,10 @@ mixed batches keep one shape.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,76 +36,29 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from torch import nn
-from tqdm import tqdm
 
 from bench.training.cache import cached_arrays
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
+from bench.training.heldout import VAL_SEED_OFFSET, SegData, synth_segmentation, validation_data
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
 from bench.training.process import make_accelerator
 from bench.training.seeding import step_generator
+from bench.training.stream import GroupedSegData, draw_items
 from bench.training.validation import ciou, sample_scores, validation_metrics
-from genmask.config import GenMaskConfig
-from genmask.data import (
-    GroupedSegData,
-    coco_captions,
-    draw_items,
-    encode_batched,
-    load_grouped_data,
-    suite_groups,
-)
+from genmask.config import GenMaskConfig, TrainConfig
+from genmask.data import coco_captions, encode_batched, load_grouped_data
 from genmask.model import GenMask, check_inputs, images_to_tensor, masks_to_tensor, widen_patch_embedding
 from genmask.timesteps import density, sample_timesteps
 
-VAL_SEED_OFFSET = 1_000_003  # validation scenes come from a different synth stream than training scenes
-
 
 # ------------------------------------------------------------------------------------------ data
-@dataclass
-class SegData:
-    """Segmentation samples: images, masks, instructions, kinds and (after encoding) latents."""
-
-    images: np.ndarray  # uint8 (N, H, W, 3)
-    masks: np.ndarray  # bool (N, H, W)
-    texts: list[str]
-    kinds: list[str]
-    rules: list[str] = field(default_factory=list)  # finer than kinds: expression kind or reasoning rule
-    image_latents: np.ndarray | None = None  # float16 (N, C, 1, h, w), normalised
-    mask_latents: np.ndarray | None = None
-
-
-def synth_segmentation(seed: int, count: int, image_size: int) -> SegData:
-    from bench.synth import iter_training_samples
-
-    samples = list(itertools.islice(iter_training_samples(seed, task="both", image_size=image_size), count))
-    return SegData(np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]).astype(bool),
-                   [s.text for s in samples], [s.kind for s in samples], [s.rule for s in samples])
-
-
 def synth_captions(seed: int, count: int, image_size: int) -> tuple[np.ndarray, list[str]]:
     from bench.synth import iter_captions
 
     pairs = list(itertools.islice(iter_captions(seed, image_size=image_size), count))
     return np.stack([image for image, _ in pairs]), [text for _, text in pairs]
-
-
-def validation_data(config: GenMaskConfig) -> SegData | None:
-    """Held-out samples, one per image: fresh synth scenes, or the first `val_samples` of the suite's val split
-    (None, with a note, when the suite has none)."""
-    train = config.train
-    if train.data == "synth":
-        return synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    from bench.suites import SUITES
-
-    suite_class = SUITES.get(train.data)  # splits are class attributes: nothing is read to check them
-    if "val" not in suite_class.splits + suite_class.train_splits:
-        print(f"note: {train.data} has no val split; training runs without validation")
-        return None
-    val = suite_groups(train.data, train.data_root, config.image_size, train.val_samples, split="val")
-    return SegData(val.images[[item.image for item in val.items]], val.masks[[item.mask for item in val.items]],
-                   [item.text for item in val.items], [item.kind for item in val.items],
-                   [item.rule for item in val.items])
 
 
 def load_caption_data(model: GenMask) -> tuple[list[str], np.ndarray]:
@@ -174,6 +127,13 @@ class VAELoss(nn.Module):
         return F.mse_loss(reconstruction, pixels) + self.kl_weight * posterior.kl().mean()
 
 
+def vae_recipe(train: TrainConfig) -> TrainConfig:
+    """The vae stage's recipe: its own lr and steps, AdamW's default weight decay (0.01, which the shipped VAE was
+    trained with), and no stop rules (the stage always runs to its end and then writes OUT/vae)."""
+    return dataclasses.replace(train, lr=train.vae_lr, steps=train.vae_steps, weight_decay=0.01, max_minutes=0.0,
+                               stop_at_step=0)
+
+
 def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedule: bool = False) -> dict:
     """Train the VAE on an even mix of images and masks; measure latent statistics and mask IoU at the end."""
     train = config.train
@@ -182,56 +142,36 @@ def train_vae(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     vae = build_vae(config)
     data = synth_segmentation(train.seed, train.train_samples, config.image_size)
     val = synth_segmentation(train.seed + VAL_SEED_OFFSET, train.val_samples, config.image_size)
-    run = begin_training(out, vae, vae.parameters(), lr=train.vae_lr, steps=train.vae_steps,
-                         warmup_steps=train.warmup_steps, min_lr_ratio=train.min_lr_ratio,
-                         weight_decay=0.01,  # AdamW's default, which the shipped VAE was trained with
-                         ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
-    schedule, ema, checkpoint, start, wall_before = run.schedule, run.ema, run.checkpoint, run.start, run.wall_before
+    recipe = vae_recipe(train)
+    run = begin_training(out, vae, vae.parameters(), recipe, resume=resume, new_schedule=new_schedule)
     loss_module, optimizer = accelerator.prepare(VAELoss(vae, train.vae_kl_weight), run.optimizer)
     main = accelerator.is_main_process
-    log, last_save, begin = JsonlLog(out / "log.jsonl", main), time.time(), time.time()
-
-    def save(step: int) -> None:
-        checkpoint.save(vae, optimizer, step=step, wall_seconds=wall_before + time.time() - begin,
-                        schedule=schedule, ema=ema)
-
-    progress = tqdm(range(start, train.vae_steps), initial=start, total=train.vae_steps, desc="vae", disable=not main)
-    for step in progress:
+    loop = StepLoop(accelerator=accelerator, model=vae, parameters=vae.parameters(), optimizer=optimizer,
+                    schedule=run.schedule, ema=run.ema, checkpoint=run.checkpoint,
+                    log=JsonlLog(out / "log.jsonl", main), stage="vae", train=recipe, start=run.start,
+                    wall_before=run.wall_before)
+    half = train.vae_batch_size // 2
+    for step in loop.steps():
         generator = step_generator(train.seed, step, accelerator.process_index, accelerator.num_processes)
         index = torch.randint(len(data.texts), (train.vae_batch_size,), generator=generator).numpy()
-        half = train.vae_batch_size // 2
         pixels = torch.cat([images_to_tensor(list(data.images[index[:half]])),
                             masks_to_tensor(list(data.masks[index[half:]]))]).to(accelerator.device)
-        schedule.apply(optimizer, step)
-        loss = loss_module(pixels)
-        optimizer.zero_grad()
-        accelerator.backward(loss)
-        if train.grad_clip:
-            accelerator.clip_grad_norm_(vae.parameters(), train.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 50 == 0:
-            log.write({"stage": "vae", "step": step, "loss": loss.item(), "elapsed": time.time() - begin})
-        if main and time.time() - last_save > train.checkpoint_minutes * 60:
-            save(step + 1)
-            last_save = time.time()
-    accelerator.wait_for_everyone()
+        loop.learning_rate(step)
+        loop.step(step, loss_module(pixels))
+    loop.finish()
     vae.eval()
     if not main:
         return {}
-    save(train.vae_steps)
-    with averaged(ema), torch.no_grad():
+    with averaged(run.ema), torch.no_grad():
         sample = torch.cat([images_to_tensor(list(data.images[:256])), masks_to_tensor(list(data.masks[:256]))])
         latents = torch.cat([vae.encode(sample[i : i + 64]).latent_dist.mode() for i in range(0, len(sample), 64)])
         vae.register_to_config(latents_mean=latents.mean(dim=(0, 2, 3, 4)).tolist(),
                                latents_std=latents.std(dim=(0, 2, 3, 4)).tolist())
         vae.save_pretrained(out / "vae", safe_serialization=True)
         metrics = {"mask_iou_val": mask_reconstruction_iou(vae, val.masks), "steps": train.vae_steps,
-                   "wall_seconds_this_run": time.time() - begin}
+                   "wall_seconds_this_run": time.time() - loop.begin}
     (out / "vae" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    log.write({"stage": "vae", "final": metrics})
+    loop.log.write({"stage": "vae", "final": metrics})
     return metrics
 
 
@@ -275,7 +215,7 @@ def mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def make_batch(model: GenMask, seg: GroupedSegData | None, captions: tuple[list[str], np.ndarray] | None,
                step: int, rank: int = 0, world_size: int = 1) -> dict:
     """One process's training batch, all randomness from (seed, step, rank): segmentation samples first (in
-    groups of instructions on the same image, `genmask.data.draw_items`), then text-to-image (whose shortcut is
+    groups of instructions on the same image, `bench.training.stream.draw_items`), then text-to-image (whose shortcut is
     the zero latent). `train.batch_size` is per process; `train.seg_fraction=0` pretrains text-to-image alone."""
     train = model.config.train
     generator = step_generator(train.seed, step, rank, world_size)
@@ -361,11 +301,10 @@ def train_dit(config: GenMaskConfig, out: Path, resume: bool = False, new_schedu
     with accelerator.main_process_first():  # the main process fills the latent cache, the others read it
         seg = load_grouped_data(model) if train.seg_fraction > 0 and not untrained else None
         captions = load_caption_data(model) if train.seg_fraction < 1 and not untrained else None
-    val = validation_data(config) if main and train.seg_fraction > 0 else None  # t2i alone: see genmask.generate
+    # held-out segmentation samples (t2i alone has none: see genmask.generate)
+    val = validation_data(train, config.image_size) if main and train.seg_fraction > 0 else None
     trainable = [p for p in model.parameters() if p.requires_grad]
-    run = begin_training(out, model, trainable, lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
-                         min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay,
-                         ema_decay=train.ema_decay, resume=resume, new_schedule=new_schedule)
+    run = begin_training(out, model, trainable, train, resume=resume, new_schedule=new_schedule)
     start = run.start
     readout = None
     if train.mask_loss_weight and seg is not None:

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 from bench.training import Trainer
+from bench.training.overrides import apply_overrides, dotted_items, load_override_file
 from bench.training.trainers import print_summary
-from genmask.config import GenMaskConfig, apply_overrides, dotted_items, load_override_file, preset
+from genmask.config import GenMaskConfig, preset
 
 T2I_STAGE = ["train.seg_fraction=0.0", "shortcut=none", "encoder.freeze=true"]
 

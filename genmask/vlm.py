@@ -25,44 +25,36 @@ import numpy as np
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
 
-from bench.rundir import read_json
+from bench.io import read_json_object
 from bench.training import Trainer
 from bench.training.checkpoint import begin_training
 from bench.training.ema import averaged
+from bench.training.heldout import VAL_SEED_OFFSET
 from bench.training.log import JsonlLog
 from bench.training.loop import StepLoop
+from bench.training.overrides import apply_nested, apply_overrides, load_override_file
 from bench.training.process import launched_as_main, make_accelerator
+from bench.training.recipe import EMARecipe
 from bench.training.trainers import print_summary
 from bench.weights_check import check_checkpoint
-from genmask.config import EncoderConfig, apply_nested, apply_overrides, load_override_file
+from genmask.config import EncoderConfig
 from genmask.processor import WordLevelProcessor, load_processor, special_token_ids
 
 ANSWER, END = "ans", "eos"  # the words that open and close an answer
 FOUNDATION_FILE = "foundation.json"
-VAL_SEED_OFFSET = 1_000_003
 
 
 @dataclass
-class VLMTrainConfig:
-    """Pretraining recipe."""
+class VLMTrainConfig(EMARecipe):
+    """Pretraining recipe: the shared one (`bench.training.recipe`) and what questions are asked."""
 
-    seed: int = 0
     threads: int = 2
     steps: int = 4000
-    batch_size: int = 32
-    lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0
+    batch_size: int = 32
     kind_weights: dict[str, float] = field(default_factory=lambda: {
         "caption": 1.0, "count": 1.0, "colour": 1.0, "shape": 1.0, "where": 1.0, "refer": 3.0})
     val_samples: int = 768
-    eval_every: int = 500
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0
-    stop_at_step: int = 0
 
 
 @dataclass
@@ -213,10 +205,7 @@ def train_vlm(config: VLMConfig, out: Path, resume: bool = False, new_schedule: 
     accelerator = make_accelerator()
     main = accelerator.is_main_process
     val = draw_dialogues(train.seed + VAL_SEED_OFFSET, range(train.val_samples), config) if main else None
-    run = begin_training(out, model, model.parameters(), lr=train.lr, steps=train.steps,
-                         warmup_steps=train.warmup_steps, min_lr_ratio=train.min_lr_ratio,
-                         weight_decay=train.weight_decay, ema_decay=train.ema_decay, resume=resume,
-                         new_schedule=new_schedule)
+    run = begin_training(out, model, model.parameters(), train, resume=resume, new_schedule=new_schedule)
     prepared, optimizer = accelerator.prepare(model, run.optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     loop = StepLoop(accelerator=accelerator, model=model, parameters=model.parameters(), optimizer=optimizer,
@@ -279,7 +268,7 @@ def _read_record(directory: Path) -> dict[str, Any]:
     path = directory / FOUNDATION_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not a VLM foundation directory (made by `bench train --model genmask-vlm`)")
-    return read_json(path)
+    return read_json_object(path)
 
 
 class VLMTrainer(Trainer):

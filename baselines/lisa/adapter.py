@@ -89,7 +89,7 @@ class LisaSegModel(RivalSegModel):
     def predict(self, batch: list[ModelInput]) -> list[np.ndarray]:
         import time
 
-        from genmask.model import as_rgb_array, resize_image
+        from bench.images import as_rgb_array, resize_image
 
         if not batch:
             return []

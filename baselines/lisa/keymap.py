@@ -49,7 +49,7 @@ from torch import nn
 from baselines.lisa.model import SEG_TOKEN, Encoded, Lisa, LisaConfig
 from baselines.lisa.tokenizer import LisaTokenizer
 from bench.errors import BenchError
-from bench.rundir import read_json
+from bench.io import read_json_object
 from bench.weights_check import check_layer_counts, check_parameter_count
 
 LLAVA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
@@ -99,7 +99,7 @@ def weight_files(directory: Path) -> tuple[list[Path], dict[str, str]]:
     for pattern, index_name in WEIGHT_LAYOUTS:
         index = directory / index_name
         if index.exists():
-            weight_map = read_json(index).get("weight_map")
+            weight_map = read_json_object(index).get("weight_map")
             if not isinstance(weight_map, dict) or not all(
                     isinstance(v, str) and v not in ("", ".", "..") and "/" not in v for v in weight_map.values()):
                 raise KeyMappingError(f"{index}: 'weight_map' must map tensor names to file names in {directory}")
@@ -165,7 +165,7 @@ def is_lisa_checkpoint(directory: str | Path) -> bool:
     if not path.exists():
         return False
     try:
-        config = read_json(path)
+        config = read_json_object(path)
     except (OSError, BenchError):
         return False
     names = " ".join(config.get("architectures") or []) + " " + str(config.get("model_type", ""))
@@ -446,7 +446,7 @@ def load_lisa(directory: str | Path, clip: str | Path | None, *, dtype: torch.dt
     from transformers.initialization import no_init_weights
 
     directory = Path(directory)
-    record = read_json(directory / "config.json")
+    record = read_json_object(directory / "config.json")
     clip = clip or record.get("mm_vision_tower") or record.get("vision_tower")
     if not clip or not Path(clip).is_dir():
         raise FileNotFoundError(f"{directory}: LISA needs the CLIP ViT-L/14 directory (model-arg clip=DIR); "

@@ -29,11 +29,13 @@ from PIL import Image
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
 from bench.training import Trainer
+from bench.training.heldout import VAL_SEED_OFFSET
+from bench.training.overrides import apply_overrides
+from bench.training.recipe import Recipe
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 SAM_STREAM = 2_000  # bench.synth's streams: suites < 100, training 1_000-1_002
-VAL_SEED_OFFSET = 1_000_003
 CONFIG_FILE = "sam_tiny.json"
 METRICS_FILE = "metrics.json"
 
@@ -228,25 +230,17 @@ def one_click_iou(sam: SamModel, seed: int, scenes: int, image_size: int, batch:
 
 # ------------------------------------------------------------------------------------ training
 @dataclass
-class SamTrainConfig:
-    seed: int = 0
-    threads: int = 1
+class SamTrainConfig(Recipe):
+    """Pretraining recipe: the shared one (`bench.training.recipe`, without EMA) and SAM's prompts and loss."""
+
     steps: int = 3000
+    weight_decay: float = 0.01
     images_per_step: int = 16
     prompts_per_image: int = 2
     max_points: int = 3
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5
     val_scenes: int = 200
-    eval_every: int = 500
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0
-    stop_at_step: int = 0
 
 
 @dataclass
@@ -294,9 +288,7 @@ def train_sam(config: SamTinyConfig, out: Path, resume: bool = False, new_schedu
     sam = build_sam(sizes, train.seed)
     accelerator = make_accelerator()
     main = accelerator.is_main_process
-    run = begin_training(out, sam, sam.parameters(), lr=train.lr, steps=train.steps, warmup_steps=train.warmup_steps,
-                         min_lr_ratio=train.min_lr_ratio, weight_decay=train.weight_decay, resume=resume,
-                         new_schedule=new_schedule)
+    run = begin_training(out, sam, sam.parameters(), train, resume=resume, new_schedule=new_schedule)
     loss_module, optimizer = accelerator.prepare(SamLoss(sam, train), run.optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     loop = StepLoop(accelerator=accelerator, model=sam, parameters=sam.parameters(), optimizer=optimizer,
@@ -365,7 +357,6 @@ class SamTinyTrainer(Trainer):
     @classmethod
     def run(cls, args: argparse.Namespace) -> int:
         from bench.training.process import launched_as_main
-        from genmask.config import apply_overrides
 
         if args.preset not in SAM_PRESETS:
             raise SystemExit(f"unknown sam-tiny preset {args.preset!r}; known: {', '.join(SAM_PRESETS)}")

@@ -72,31 +72,31 @@ def cell_command(ablation: str, budget: str, cell_name: str, out: Path, extra: l
 
 def record_provenance(directory: Path) -> None:
     """Write the cell's provenance.json, or, on a resume by other code, add that code to its `resumed_by`."""
-    from bench.provenance import code_identity
-    from bench.rundir import read_json, write_text_atomic
+    from bench.code_version import code_identity
+    from bench.io import read_json_object, write_atomic
 
     path = Path(directory) / PROVENANCE
     identity = code_identity()
     if path.is_file():
-        record = read_json(path)
+        record = read_json_object(path)
         if {k: record.get(k) for k in identity} == identity or identity in record.get("resumed_by", []):
             return
         record["resumed_by"] = [*record.get("resumed_by", []), identity]
     else:
         record = identity
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def read_provenance(directory: Path) -> dict[str, Any] | None:
     """A cell's provenance.json; for cells made before it was recorded, the commit and dirty flag their run.json
     recorded with no source hash (None when neither exists)."""
-    from bench.rundir import read_json
+    from bench.io import read_json_object
 
     path = Path(directory) / PROVENANCE
     if path.is_file():
-        return read_json(path)
+        return read_json_object(path)
     run = Path(directory) / "run.json"
     if not run.is_file():
         return None
-    commit = read_json(run).get("git_commit") or "unknown"
+    commit = read_json_object(run).get("git_commit") or "unknown"
     return {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty"), "source_hash": None}

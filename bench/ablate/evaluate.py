@@ -24,7 +24,7 @@ from bench.ablate.table import (
 from bench.ablate.verdicts import Verdict, holm, judge, withheld
 from bench.errors import BenchError
 from bench.metrics import Protocol
-from bench.rundir import RunDir
+from bench.rundir.layout import RunDir
 from bench.suites import SUITES
 
 
@@ -57,8 +57,8 @@ class EvalKind:
 
     def make(self, cell: Cell, directory: Path, command: str, data_root: str | None, resume: bool) -> None:
         """One evaluation through the ordinary runner; `resume` finishes an interrupted one exactly."""
-        from bench.predictions import compact_run
-        from bench.runner import Runner, RunSpec
+        from bench.run_command import Runner, RunSpec
+        from bench.rundir.predictions import compact_run
 
         config: EvalConfig = cell.config
         spec = RunSpec(suites=list(config.suites), model=config.model, splits=config.splits,

@@ -50,7 +50,7 @@ class Submitted:
 
 def read_record(out: Path) -> dict[str, dict[str, str]]:
     """OUT/jobs/cells.json ({} before any submission)."""
-    from bench.safefiles import SMALL_JSON_LIMIT, read_json
+    from bench.io import SMALL_JSON_LIMIT, read_json
 
     path = Path(out) / JOBS / RECORD
     record = read_json(path, SMALL_JSON_LIMIT) if path.is_file() else {}
@@ -60,7 +60,7 @@ def read_record(out: Path) -> dict[str, dict[str, str]]:
 
 
 def write_record(out: Path, submitted: list[Submitted], executor: str) -> None:
-    from bench.safefiles import write_atomic
+    from bench.io import write_atomic
 
     record = read_record(out)
     record.update({entry.directory.name: {"cell": entry.cell.name, "executor": executor, "job": entry.job.job_id}

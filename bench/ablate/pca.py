@@ -25,9 +25,9 @@ from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.spec import Ablation, PcaConfig
 from bench.ablate.verdicts import Verdict, holm, judge, p_from_interval
 from bench.errors import BenchError
+from bench.io import read_json_object, write_json
 from bench.metrics import Protocol, SampleScores, bootstrap_cis, paired_bootstrap
 from bench.report.text import PROJECT_ROOT, markdown_table
-from bench.rundir import read_json, write_json
 from bench.suites import SUITES
 
 RESULT = "measurements.json"
@@ -196,12 +196,12 @@ class PcaKind:
         directory.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(directory / EXAMPLES, images=test_images[:SHOWN], masks=test_masks[:SHOWN],
                             maps=maps[:SHOWN], cut=np.float32(cut))
-        write_json(directory / RESULT, result)  # last: its presence marks the cell complete
+        write_json(directory / RESULT, result, sort_keys=True)  # last: its presence marks the cell complete
 
     def assemble(self, ablation: Ablation, budget: str, cells: list[Cell], out: Path, command: str,
                  missing: list[tuple[str, str]]) -> list[Path]:
         """table.csv / table.md (probe IoU against t), plots and report.md from the complete cells."""
-        done = [(cell, read_json(cell.directory(out) / RESULT)) for cell in cells
+        done = [(cell, read_json_object(cell.directory(out) / RESULT)) for cell in cells
                 if self.is_complete(cell.directory(out))]
         files: dict[str, bytes] = {}
         answer, verdicts, plots = [], [], []

@@ -10,8 +10,8 @@ from typing import Any
 
 from bench.ablate.spec import Ablation
 from bench.ablate.verdicts import Verdict, rule_text
+from bench.io import write_atomic
 from bench.report.text import link, markdown_table
-from bench.rundir import write_text_atomic
 
 REPORT = "report.md"
 CLAIMS = "claims.csv"  # one row per claim: what REPORT.md's index of verdicts reads
@@ -108,7 +108,7 @@ def write_files(out: Path, files: dict[str, bytes]) -> list[Path]:
         path = Path(out) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         if not (path.is_file() and path.read_bytes() == data):
-            write_text_atomic(path, data)
+            write_atomic(path, data)
         paths.append(path)
     return paths
 

@@ -58,8 +58,29 @@ def seed_differences(pairs: list[tuple[SampleScores, SampleScores]], protocol: P
     empty = protocol.empty_union_iou
     per_seed = {"ciou": [a.ciou(empty) - b.ciou(empty) for a, b in pairs],
                 "giou": [a.giou(empty) - b.giou(empty) for a, b in pairs]}
-    sample_variance = _joint_sample_variance(pairs, protocol)
-    seeds = len(pairs)
+    return _estimates(per_seed, _joint_sample_variance(pairs, protocol))
+
+
+def seed_levels(runs: list[SampleScores], protocol: Protocol) -> dict[str, SeedDifference]:
+    """cIoU and gIoU of one model trained with several seeds (one SampleScores per seed, samples in one common
+    order): the mean over seeds with the same interval as `seed_differences`, for a level instead of a difference."""
+    if not runs:
+        raise ValueError("no seeds to pool")
+    if len({len(scores) for scores in runs}) != 1:
+        raise ValueError(f"every seed must score the same samples, got sample counts {sorted({len(s) for s in runs})}")
+    empty = protocol.empty_union_iou
+    per_seed = {"ciou": [scores.ciou(empty) for scores in runs], "giou": [scores.giou(empty) for scores in runs]}
+    variance = None
+    if protocol.bootstrap > 0 and len(runs[0]):
+        statistics = [bootstrap_statistics(scores, protocol) for scores in runs]
+        variance = {metric: float(np.var(sum(stat[index] for stat in statistics) / len(runs), ddof=1))
+                    for index, metric in enumerate(("ciou", "giou"))}
+    return _estimates(per_seed, variance)
+
+
+def _estimates(per_seed: dict[str, list[float]], sample_variance: dict[str, float] | None) -> dict[str, SeedDifference]:
+    """Mean ± t(K-1) x sqrt(seed variance / K + sample variance) of each metric's per-seed values."""
+    seeds = len(next(iter(per_seed.values())))
     df = seeds - 1 if seeds > 1 else math.inf
     result = {}
     for metric, values in per_seed.items():

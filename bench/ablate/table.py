@@ -14,9 +14,9 @@ import numpy as np
 
 from bench.ablate.seeds import SeedDifference, seed_differences
 from bench.metrics import Protocol, SampleScores, bootstrap_cis, paired_scores
-from bench.predictions import iter_records
 from bench.report.text import csv_text, link, markdown_table
-from bench.rundir import RunDir
+from bench.rundir.layout import RunDir
+from bench.rundir.predictions import iter_records
 
 METRICS = ("ciou", "giou")
 

@@ -24,7 +24,7 @@ from bench.ablate.evaluate import EvalKind
 from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.spec import Ablation, TrainedEvalConfig
 from bench.errors import BenchError
-from bench.safefiles import SMALL_JSON_LIMIT, read_json, write_json
+from bench.io import SMALL_JSON_LIMIT, read_json, write_json
 
 TRAINING_FILE = "training.json"
 TRAINING_LOG = "training_log.jsonl"  # the trainer's log, copied into the cell: its learning curve outlives the cache
@@ -155,9 +155,9 @@ def keep_log(cell_directory: Path, training: Path) -> None:
     """Copy the training's log.jsonl into the cell (once; nothing to do when the cache is gone)."""
     source, target = Path(training) / "log.jsonl", Path(cell_directory) / TRAINING_LOG
     if source.is_file() and not target.exists():
-        from bench.rundir import write_text_atomic
+        from bench.io import write_atomic
 
-        write_text_atomic(target, source.read_bytes())
+        write_atomic(target, source.read_bytes())
 
 
 def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:

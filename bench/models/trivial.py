@@ -9,7 +9,7 @@ import numpy as np
 from bench.errors import SampleError
 from bench.masks import decode_rle
 from bench.models.base import MODELS, ModelInput, SegModel
-from bench.predictions import read_predictions
+from bench.rundir.predictions import read_predictions
 
 
 @MODELS.register("oracle")

@@ -1,9 +1,10 @@
 """`bench report`: regenerates <results>/REPORT.md, its pages, tables/ and plots/ from the run directories.
 
-Reproducible byte for byte. Modules, in the order a build uses them: `runs` reads every run directory (through
-bench.rundir), `reported` the paper numbers, `groups` sorts runs by kind, `leaderboard`, `variants` (ablations
-and diagnostics) and `provenance` render markdown, CSV and PNG bytes without writing, `build` assembles them
-and `output` writes them all at once, deleting only stale files that an earlier build wrote (its manifest).
+Reproducible byte for byte. Modules, in the order a build uses them: `read_runs` reads the run directories
+(through bench.rundir), `reported` the paper numbers, `groups` sorts runs by kind, `leaderboard`,
+`group_pages` (ablations and diagnostics) and `runs_page` (where each run came from) render markdown, CSV and
+PNG bytes without writing, `build` assembles them and `output` writes them all at once, deleting only stale
+files that an earlier build wrote (its manifest).
 
 Leaderboard rows: one per model per suite, for runs of kind "leaderboard" only; a model is named by run.json
 "label" (else "model"); when several runs share that name, the newest by run.json "created" is shown and the

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench.report.compare import ReportContext
 from bench.report.expectation import RANDOM_OBJECT, Expectation, expected_giou
 from bench.report.groups import CONTEXT, row_kind
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import markdown_table, md, ordered_splits, percent
 
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report.budget import training_cells
 from bench.report.compare import CompareOptions, ReportContext, check_reference
 from bench.report.gallery import check_requested_suites, parse_requests
+from bench.report.group_pages import ablations_section, diagnostics_section
 from bench.report.groups import CONTEXT, group_runs
 from bench.report.leaderboard import Files, headline
 from bench.report.marks import MARKS_LEGEND
 from bench.report.output import read_manifest, write_outputs
-from bench.report.provenance import RUNS_PAGE, other_documents, problems_line, runs_page
+from bench.report.read_runs import Run, load_runs
 from bench.report.reported import REAL_SUITES, ReportedValue, load_reported
-from bench.report.runs import DECLARED_RUNS, Run, load_runs
+from bench.report.runs_page import RUNS_PAGE, other_documents, problems_line, runs_page
 from bench.report.suitepage import suite_page, suite_page_path
 from bench.report.text import REPORT, generated_line
-from bench.report.variants import ablations_section, diagnostics_section
+from bench.rundir.declared import DECLARED_RUNS
 
 
 def build_report(results_dir: Path = Path("results"), options: CompareOptions | None = None) -> Path:
@@ -52,13 +52,12 @@ def render_report(results_dir: Path, runs: list[Run], reported: list[ReportedVal
     files: Files = {RUNS_PAGE: runs_page(groups.leaderboard, generated)}
     measured = sorted({suite for run in groups.leaderboard for suite in run.results})
     for suite in measured + [suite for suite in REAL_SUITES if suite not in measured]:
-        page, notes, training = None, {}, {}
+        page, notes = None, {}
         if suite in measured:
             page_files, notes[CONTEXT] = suite_page(suite, groups.leaderboard, context, generated)
             files.update(page_files)
             page = suite_page_path(suite)
-            training = {run.name: training_cells(run) for run in groups.leaderboard if suite in run.results}
-        section, section_files = headline(suite, groups.leaderboard, reported, training, notes, page)
+        section, section_files = headline(suite, groups.leaderboard, reported, notes, page, context)
         lines += section
         files.update(section_files)
     for section, section_files in (

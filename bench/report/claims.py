@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.safefiles import read_text
+from bench.io import read_text
 
 CLAIMS_CSV = "claims.csv"
 CLAIMS_HEADING = "## Claims"

@@ -23,10 +23,9 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.metrics import Protocol, paired_bootstrap, paired_scores
-from bench.predictions import iter_records
 from bench.report.groups import CONTEXT, MODEL, TRIVIAL, row_kind
 from bench.report.marks import marked_name
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import (
     MISSING,
     csv_file,
@@ -38,7 +37,8 @@ from bench.report.text import (
     ordered_splits,
     slug,
 )
-from bench.rundir import RunDir
+from bench.rundir.layout import RunDir
+from bench.rundir.predictions import iter_records
 
 Files = dict[str, bytes]
 DEFAULT_REFERENCE = "genmask (tiny, 1 step)"  # label of the shipped GenMask's run; else any run of model genmask

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 
 
 def open_suite(suite: str, run: Run) -> Any:

@@ -11,7 +11,7 @@ from bench.errors import BenchError
 from bench.metrics import intersection_union, sample_iou
 from bench.report.compare import ReportContext, protocol_of
 from bench.report.data import open_suite
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import error_reason
 
 RANDOM_OBJECT = "random-object"

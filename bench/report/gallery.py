@@ -34,7 +34,7 @@ from bench.report.compare import ReportContext, protocol_of
 from bench.report.data import open_suite
 from bench.report.groups import MODEL, row_kind
 from bench.report.marks import marked_name
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 from bench.report.text import (
     SPLIT_ORDER,
     error_reason,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 
 UNGROUPED = "ungrouped"  # the group of ablation runs whose run.json has no "group"
 TRIVIAL_MODELS = ("center", "empty", "full", "oracle")  # fixed rules: nothing trained, no cost
@@ -40,12 +40,21 @@ def by_name(runs: list[Run]) -> list[Run]:
     return sorted(runs, key=lambda run: (run.display_name.lower(), run.display_name, run.name))
 
 
+def training_seed(run: Run) -> int | None:
+    """The seed the run's checkpoint was trained with, as its cost record states it (None when it does not)."""
+    cost = run.record.model_config.get("cost") if isinstance(run.record.model_config, dict) else None
+    seed = cost.get("training_seed") if isinstance(cost, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def newest_per_model(runs: list[Run]) -> tuple[list[Run], list[Run]]:
-    """(newest run of each display name sorted by name, the older ones in the given order)."""
-    newest: dict[str, Run] = {}
+    """(newest run of each display name and training seed, sorted by name then seed; the older ones in the given
+    order). Runs of one name trained with different seeds all stay: the report pools them into one row."""
+    newest: dict[tuple[str, int | None], Run] = {}
     for run in sorted(runs, key=lambda run: (run.created, run.name)):
-        newest[run.display_name] = run
-    shown = sorted(newest.values(), key=lambda run: (run.display_name.lower(), run.display_name))
+        newest[(run.display_name, training_seed(run))] = run
+    shown = sorted(newest.values(), key=lambda run: (run.display_name.lower(), run.display_name,
+                                                     training_seed(run) is None, training_seed(run) or 0))
     superseded = [run for run in runs if all(run is not newer for newer in shown)]
     return shown, superseded
 

@@ -4,12 +4,15 @@ by papers), each sorted by score (mean cIoU over the splits), partial runs marke
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.report.compare import ReportContext
 from bench.report.groups import CONTEXT, MODEL, TRIVIAL, newest_per_model, row_kind
 from bench.report.marks import mark_suffix
+from bench.report.read_runs import Run
 from bench.report.reported import ReportedValue
-from bench.report.runs import Run
+from bench.report.seed_rows import by_model, pooled_values, training_cells
 from bench.report.text import (
     CI_METRICS,
     MISSING,
@@ -30,6 +33,8 @@ from bench.report.text import (
 
 Files = dict[str, bytes]  # path relative to the results directory -> contents
 REPORTED = "reported"
+POOLED_NOTE = ("A model trained with several seeds is one row: the mean over its seeds, with a 95% interval that "
+               "counts the seed-to-seed spread as well as the test samples (mean ± t(seeds - 1) x standard error).")
 BLOCKS = (MODEL, CONTEXT, TRIVIAL, REPORTED)
 BLOCK_TITLES = {
     MODEL: "Models",
@@ -94,6 +99,17 @@ def measured_row(run: Run, suite: str, page: str) -> LeaderboardRow:
                           row_kind(run), mark_suffix(run, suite))
 
 
+def pooled_row(group: list[Run], suite: str, page: str, context: ReportContext,
+               mark: Callable[[str], str]) -> LeaderboardRow:
+    """One model's row: its run's, or with several training seeds the seeds' mean and seed-aware interval (`mark`
+    footnotes why a split has no interval)."""
+    row = measured_row(group[0], suite, page)
+    if len(group) > 1:
+        row.values, why = pooled_values(group, suite, context)
+        row.marks += f" {mark(why)}" if why else ""
+    return row
+
+
 def reported_rows(suite: str, reported: list[ReportedValue]) -> list[LeaderboardRow]:
     rows: dict[str, LeaderboardRow] = {}
     for item in reported:
@@ -110,17 +126,22 @@ def reported_rows(suite: str, reported: list[ReportedValue]) -> list[Leaderboard
     return list(rows.values())
 
 
-def headline(suite: str, runs: list[Run], reported: list[ReportedValue], training: dict[str, list[str]],
-             notes: dict[str, list[str]], page: str | None) -> tuple[list[str], Files]:
-    """REPORT.md's section of `suite`: a table per block of rows, each sorted by score, and the suite's CSV.
-    `training`: run name -> (training samples, seeds) for models; `notes`: block -> lines under its table; `page`:
-    the suite's own page (None: it has none)."""
+def headline(suite: str, runs: list[Run], reported: list[ReportedValue], notes: dict[str, list[str]],
+             page: str | None, context: ReportContext) -> tuple[list[str], Files]:
+    """REPORT.md's section of `suite`: a table per block of rows (one per model, its training seeds pooled), each
+    sorted by score, and the suite's CSV. `notes`: block -> lines under its table; `page`: the suite's own page
+    (None: it has none)."""
     shown, superseded = newest_per_model([run for run in runs if suite in run.results])
-    rows = [measured_row(run, suite, REPORT) for run in shown] + reported_rows(suite, reported)
+    groups = by_model(shown)
+    rows = [pooled_row(group, suite, REPORT, context, lambda why: "(mean of seeds, no interval)") for group in groups]
+    rows += reported_rows(suite, reported)
     if not rows:
         return [], {}
+    training = {group[0].name: training_cells(group) for group in groups if row_kind(group[0]) == MODEL}
     for row in rows:
         row.training = training.get(row.origin, []) if row.block == MODEL else []
+    if any(len(group) > 1 for group in groups):
+        notes = notes | {MODEL: [*notes.get(MODEL, []), POOLED_NOTE, ""]}
     splits = ordered_splits(split for row in rows for split in row.values)
     title = f"## {suite}" + ("" if shown else " (reported numbers only, no measured runs yet)")
     lines = [title, ""]

@@ -3,7 +3,7 @@ one that did not complete. Its name carries them, so no table shows a partial ru
 
 from __future__ import annotations
 
-from bench.report.runs import Run
+from bench.report.read_runs import Run
 
 MARK = "⚠"
 

@@ -15,8 +15,7 @@ import warnings
 from pathlib import Path, PurePosixPath
 
 from bench.errors import DataFormatError
-from bench.rundir import read_json, write_text_atomic
-from bench.safefiles import read_limited
+from bench.io import read_json_object, read_limited, write_atomic
 
 MANIFEST = ".report-manifest.json"
 MANIFEST_SCHEMA = 2
@@ -51,7 +50,7 @@ def read_manifest(results_dir: Path) -> set[str]:
     if not path.is_file():
         return set()
     try:
-        files = read_json(path).get("files")
+        files = read_json_object(path).get("files")
     except DataFormatError as exc:
         warnings.warn(f"{exc}: no stale report files deleted", stacklevel=2)
         return set()
@@ -66,7 +65,7 @@ def _manifest_digests(results_dir: Path) -> dict[str, str]:
     path = results_dir / MANIFEST
     listed = read_manifest(results_dir)
     try:
-        digests = read_json(path).get("sha256") if listed else None
+        digests = read_json_object(path).get("sha256") if listed else None
     except DataFormatError:
         digests = None
     if not isinstance(digests, dict):
@@ -90,7 +89,7 @@ def _write(path: Path, data: bytes) -> None:
     if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
         return  # same bytes: keep the file (and its modification time)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, data)
+    write_atomic(path, data)
 
 
 def _delete_generated(results_dir: Path, relative: str, digest: str) -> None:

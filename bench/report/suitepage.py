@@ -10,8 +10,8 @@ from bench.report.gallery import gallery_section
 from bench.report.groups import newest_per_model, row_kind
 from bench.report.marks import MARKS_LEGEND, marked_name
 from bench.report.plots import plot_png
-from bench.report.provenance import RUNS_PAGE
-from bench.report.runs import Run
+from bench.report.read_runs import Run
+from bench.report.runs_page import RUNS_PAGE
 from bench.report.text import (
     REPORT,
     csv_file,
@@ -44,7 +44,7 @@ def suite_page(suite: str, runs: list[Run], context: ReportContext, generated: s
     lines = [f"# {suite}", "", generated, "",
              f"Back to [{REPORT}]({link(page, REPORT)}), which ranks every row; where each run came from: "
              f"[{RUNS_PAGE}]({link(page, RUNS_PAGE)}). {md(MARKS_LEGEND)}", ""]
-    lines += budget_sections(suite, shown, page, files)
+    lines += budget_sections(suite, shown, page, files, context)
     lines += context_lines
     lines += differences_section(suite, shown, context, files, page)
     lines += costs_section(suite, shown, files, page)

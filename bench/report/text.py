@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from tabulate import tabulate
 
-from bench.rundir import checkout_root
+from bench.rundir.checkout import checkout_root
 
 REPORT = "REPORT.md"  # the main page, at the top of the results directory
 MISSING = "–"

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.errors import SampleError
+from bench.io import SpecialFileError, open_binary
 from bench.registry import Registry
-from bench.safefiles import SpecialFileError, open_binary
 
 IGNORE = 255  # target value of pixels that leave the metric (ReasonSeg "ignore" shapes)
 MAX_IMAGE_PIXELS = 8192 * 8192  # larger than any RefCOCO or ReasonSeg image; a bigger declared size fails its sample

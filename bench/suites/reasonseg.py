@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError
-from bench.safefiles import JSON_LIMIT, SpecialFileError, open_binary, read_limited
+from bench.io import JSON_LIMIT, SpecialFileError, open_binary, read_limited
 from bench.suites.base import IGNORE, SUITES, Sample, Suite, oriented_size
 from bench.suites.refer import expected_layout, hash_files, resolve_data_root
 

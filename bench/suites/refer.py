@@ -19,9 +19,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from bench.errors import BenchError, DataFormatError, DataNotFoundError, SampleError
+from bench.io import JSON_LIMIT, open_binary, read_text
 from bench.masks import counts_valid, segmentation_to_rle
 from bench.safe_pickle import is_id, load_refs_pickle
-from bench.safefiles import JSON_LIMIT, open_binary, read_text
 from bench.suites.base import SUITES, Sample, Suite
 from bench.suites.writers import instances_path, refs_path
 

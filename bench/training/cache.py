@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.safefiles import atomic_file, write_json
+from bench.io import atomic_file, write_json
 
 
 def cache_root() -> Path:

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from bench.rundir import read_json
-from bench.safefiles import atomic_path
+from bench.io import atomic_path, read_json_object
 from bench.training.ema import EMA
+from bench.training.recipe import Recipe, ema_decay
 from bench.training.schedule import LRSchedule
 
 MODEL, EMA_FILE, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"
@@ -24,7 +24,7 @@ MODEL, EMA_FILE, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "opt
 class Checkpoint:
     """OUT/checkpoint: model.safetensors, ema.safetensors (when averaging), optimizer.pt and state.json (step,
     wall seconds, learning-rate schedule and whatever the trainer adds). Every file is written under a unique
-    temporary name (`bench.safefiles.atomic_path`) and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
+    temporary name (`bench.io.atomic_path`) and renamed only once all are written, so an interrupted save leaves the previous checkpoint whole."""
 
     def __init__(self, out: str | Path):
         self.directory = Path(out) / "checkpoint"
@@ -64,7 +64,7 @@ class Checkpoint:
         state_file = self.directory / STATE
         if not state_file.exists():
             raise FileNotFoundError(f"{state_file}: nothing to resume (no checkpoint in this --out directory)")
-        state = read_json(state_file)
+        state = read_json_object(state_file)
         schedule = schedule.resume(state.get("schedule"), new_schedule)  # refuse before changing anything
         if ema is not None and not (self.directory / EMA_FILE).exists():
             raise FileNotFoundError(f"{self.directory / EMA_FILE}: the checkpoint has no EMA weights to resume "
@@ -88,14 +88,16 @@ class Started:
     wall_before: float
 
 
-def begin_training(out: str | Path, module: nn.Module, parameters: Iterable[Any], *, lr: float, steps: int,
-                   warmup_steps: int, min_lr_ratio: float, weight_decay: float, ema_decay: float = 0.0,
-                   resume: bool, new_schedule: bool) -> Started:
-    """AdamW over `parameters` (tensors or param groups), the warm-up + cosine schedule, an EMA of `module` when
-    `ema_decay`, and OUT/checkpoint: fresh, or with the saved state loaded into them (`resume`)."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    ema = EMA(module, ema_decay) if ema_decay else None
+def begin_training(out: str | Path, module: nn.Module, parameters: Iterable[Any], recipe: Recipe, *, resume: bool,
+                   new_schedule: bool) -> Started:
+    """AdamW over `parameters` (tensors or param groups) with the recipe's lr and weight decay, its warm-up + cosine
+    schedule, an EMA of `module` when it has an `ema_decay`, and OUT/checkpoint: fresh, or with the saved state
+    loaded into them (`resume`)."""
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    decay = ema_decay(recipe)
+    ema = EMA(module, decay) if decay else None
     checkpoint = Checkpoint(out)
-    schedule, start, wall_before = checkpoint.start(module, optimizer, LRSchedule(lr, warmup_steps, steps, min_lr_ratio),
-                                                    ema=ema, resume=resume, new_schedule=new_schedule)
+    schedule = LRSchedule(recipe.lr, recipe.warmup_steps, recipe.steps, recipe.min_lr_ratio)
+    schedule, start, wall_before = checkpoint.start(module, optimizer, schedule, ema=ema, resume=resume,
+                                                    new_schedule=new_schedule)
     return Started(optimizer, schedule, ema, checkpoint, start, wall_before)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.safefiles import JSON_LIMIT, parse_json, read_text
+from bench.io import JSON_LIMIT, parse_json, read_text
 
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same curve gives the same bytes
 

@@ -19,18 +19,19 @@ from bench.training.checkpoint import Checkpoint
 from bench.training.ema import EMA, averaged
 from bench.training.log import JsonlLog
 from bench.training.process import agree
+from bench.training.recipe import Recipe
 from bench.training.schedule import LRSchedule
 
 LOG_EVERY = 50
 
 
 class StepLoop:
-    """One training run's loop state; `train` is the trainer's recipe (grad_clip, eval_every,
-    checkpoint_minutes, max_minutes, stop_at_step, steps)."""
+    """One training run's loop state; `train` is the trainer's `Recipe` (steps, grad_clip, eval_every,
+    checkpoint_minutes, max_minutes, stop_at_step)."""
 
     def __init__(self, *, accelerator: Any, model: torch.nn.Module, parameters: Iterable[torch.nn.Parameter],
                  optimizer: torch.optim.Optimizer, schedule: LRSchedule, ema: EMA | None, checkpoint: Checkpoint,
-                 log: JsonlLog, stage: str, train: Any, start: int = 0, wall_before: float = 0.0):
+                 log: JsonlLog, stage: str, train: Recipe, start: int = 0, wall_before: float = 0.0):
         self.accelerator, self.model, self.parameters = accelerator, model, list(parameters)
         self.optimizer, self.schedule, self.ema, self.checkpoint = optimizer, schedule, ema, checkpoint
         self.log, self.stage, self.train = log, stage, train
