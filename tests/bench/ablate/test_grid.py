@@ -16,7 +16,7 @@ from bench.ablate.load import DEFS, load_ablation
 from bench.ablate.spec import EvalConfig
 from bench.errors import BenchError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 HAND_WRITTEN = "4ebe2a1"  # the last commit whose timeshift.toml spells every variant by hand
 
 TOY = """
