@@ -184,12 +184,12 @@ def _bench(env: dict[str, str], *args: str, cache: Path) -> subprocess.Completed
     return _run([sys.executable, "-m", "bench", *args], timeout=CALL_TIMEOUT_S, env=env)
 
 
-@pytest.mark.parametrize("name, resources, sbatch", [
-    ("steps", [], ["--time=43200"]),  # no request: this partition has no time limit, so 30 days
+@pytest.mark.parametrize("name, resources, sbatch, cells", [
+    ("steps", [], ["--time=43200"], 3),  # no request: this partition has no time limit, so 30 days
     ("shortcut", ["--cpus-per-cell", "1", "--time", "30", "--slurm-arg", "comment=bench"],
-     ["--cpus-per-task=1", "--time=30", "--comment=bench"])])
+     ["--cpus-per-task=1", "--time=30", "--comment=bench"], 2)])
 def test_an_ablation_through_a_slurm_job_array_gives_the_in_process_table(slurm, tmp_path, monkeypatch, name,
-                                                                           resources, sbatch):
+                                                                           resources, sbatch, cells):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache-inline"))
     assert main(["ablate", name, "--budget", "smoke", "--out", str(tmp_path / "inline")]) == 0
     out = tmp_path / "slurm"
@@ -200,9 +200,9 @@ def test_an_ablation_through_a_slurm_job_array_gives_the_in_process_table(slurm,
     assert _table(out) == _table(tmp_path / "inline")
     record = json.loads((out / "jobs" / "cells.json").read_text())
     arrays = {entry["job"].split("_")[0] for entry in record.values()}
-    assert len(record) == 3 and len(arrays) == 1 and {entry["executor"] for entry in record.values()} == {"slurm"}
+    assert len(record) == cells and len(arrays) == 1 and {entry["executor"] for entry in record.values()} == {"slurm"}
     script = (out / "jobs" / f"{arrays.pop()}_submission.sh").read_text()
-    assert all(f"#SBATCH {line}\n" in script for line in [*sbatch, "--array=0-2%3"]), script
+    assert all(f"#SBATCH {line}\n" in script for line in [*sbatch, f"--array=0-{cells - 1}%{cells}"]), script
     for directory, entry in record.items():  # each cell links its array element's log
         log = out / "runs" / directory / "job.err"
         assert log.resolve() == (out / "jobs" / f"{entry['job']}_0_log.err").resolve()
