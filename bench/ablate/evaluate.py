@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench.ablate import report
+from bench.ablate import page
 from bench.ablate.cells import Cell
 from bench.ablate.context import answer_suites, context_cell, regime_check
 from bench.ablate.kinds import ABLATION_KINDS
@@ -105,12 +105,12 @@ class EvalKind:
             "table.md": (table_markdown(rows, ablation.reference, "table.md", out, ablation.plot_x) + "\n").encode(),
         }
         if ablation.plot_x and rows:
-            files["plots/quality.png"] = report.quality_plot(ablation, rows)
+            files["plots/quality.png"] = page.quality_plot(ablation, rows)
         elif rows:
-            files["plots/variants.png"] = report.variants_plot(ablation, rows)
-        setting = _setting(reference, budget, cells, rows) + report.provenance_lines(
+            files["plots/variants.png"] = page.variants_plot(ablation, rows)
+        setting = _setting(reference, budget, cells, rows) + page.provenance_lines(
             [cell.directory(out) for cell in cells if self.is_complete(cell.directory(out))])
-        answer = [table_markdown(rows, ablation.reference, report.REPORT, out, ablation.plot_x), "",
+        answer = [table_markdown(rows, ablation.reference, page.REPORT, out, ablation.plot_x), "",
                   f"Splits reported: {', '.join(sorted(reported))}"
                   + (f"; {', '.join(sorted(selection))} only chooses (a best variant), never reported. " if selection
                      else " (no val split in the cells: nothing can be chosen without looking at these). ")
@@ -124,10 +124,10 @@ class EvalKind:
         if rows:
             files.update(self.plots(rows, cells, out))
         plots = sorted(path for path in files if path.startswith("plots/"))
-        files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots,
+        files[page.REPORT] = page.render(ablation, budget, command, setting, answer, verdicts, plots,
                                              missing)
-        files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
-        return report.write_files(out, files)
+        files[page.CLAIMS] = page.claims_csv(ablation.name, verdicts)
+        return page.write_files(out, files)
 
     def sections(self, cells: list[Cell], out: Path) -> list[str]:
         """More markdown lines for the report's answer, after the table and checks (none here)."""

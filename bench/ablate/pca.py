@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.ablate import report
+from bench.ablate import page
 from bench.ablate.cells import Cell
 from bench.ablate.kinds import ABLATION_KINDS
 from bench.ablate.spec import Ablation, PcaConfig
@@ -260,11 +260,11 @@ class PcaKind:
                    "channel vectors (the paper does not say what its linear classifier sees)",
                    f"- t grid: {', '.join(f'{t:g}' for t in config.t_grid)}; noise draws per fitting latent: "
                    f"{config.probe_repeats}; seeds {sorted({c.seed for c in cells})}; bootstrap {config.bootstrap}",
-                   *report.provenance_lines([cell.directory(out) for cell, _ in done])]
+                   *page.provenance_lines([cell.directory(out) for cell, _ in done])]
         verdicts = holm(verdicts)
-        files[report.REPORT] = report.render(ablation, budget, command, setting, answer, verdicts, plots, missing)
-        files[report.CLAIMS] = report.claims_csv(ablation.name, verdicts)
-        return report.write_files(out, files)
+        files[page.REPORT] = page.render(ablation, budget, command, setting, answer, verdicts, plots, missing)
+        files[page.CLAIMS] = page.claims_csv(ablation.name, verdicts)
+        return page.write_files(out, files)
 
 
 def _scores_of(entry: dict[str, Any]) -> SampleScores:
@@ -321,7 +321,7 @@ def probe_plot(result: dict[str, Any]) -> bytes:
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
         figure.tight_layout()
-        return report.png(figure)
+        return page.png(figure)
 
 
 def pc1_plot(examples: Path) -> bytes:
@@ -345,5 +345,5 @@ def pc1_plot(examples: Path) -> bytes:
         for row, label in enumerate(("image", "mask", "PC1 of mask latent")):
             grid[row, 0].set_ylabel(label, fontsize="small")
         figure.tight_layout()
-        return report.png(figure)
+        return page.png(figure)
 

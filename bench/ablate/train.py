@@ -165,7 +165,7 @@ def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
     import matplotlib.style
     from matplotlib.figure import Figure
 
-    from bench.ablate import report
+    from bench.ablate import page
 
     with matplotlib.style.context("default"):
         figure = Figure(figsize=(7, 4))
@@ -182,7 +182,7 @@ def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
         figure.tight_layout()
-        return report.png(figure)
+        return page.png(figure)
 
 
 def _cell_args(cells: list[Cell], variant: str) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def timestep_plot(rows: list, densities: dict[str, dict[str, Any]]) -> bytes:
     import matplotlib.style
     from matplotlib.figure import Figure
 
-    from bench.ablate import report
+    from bench.ablate import page
 
     labels = list(dict.fromkeys(variant.split("@")[0] for variant in densities))
     with matplotlib.style.context("default"):
@@ -223,7 +223,7 @@ def timestep_plot(rows: list, densities: dict[str, dict[str, Any]]) -> bytes:
             axes.grid(alpha=0.3)
             axes.legend(fontsize="small")
         figure.tight_layout()
-        return report.png(figure)
+        return page.png(figure)
 
 
 def _project_relative(argument: str) -> str:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.ablate import cells, driver
-from bench.ablate.report import provenance_lines
+from bench.ablate.page import provenance_lines
 from bench.cli import main
 
 

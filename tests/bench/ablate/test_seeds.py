@@ -99,7 +99,7 @@ def test_claims_csv_has_the_columns_the_report_index_reads() -> None:
     import csv
     import io
 
-    from bench.ablate.report import claims_csv
+    from bench.ablate.page import claims_csv
     from bench.ablate.verdicts import AGREES, Verdict, holm
 
     verdicts = holm([Verdict("A beats B.", "ciou(A) - ciou(B)", 0.05, [0.01, 0.09], 0.0, "above", AGREES,
