@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from baselines.common import (
@@ -29,6 +28,7 @@ from baselines.common import (
 from bench.models.base import ModelInput
 from bench.training.overrides import ConfigError
 from genmask.config import GenMaskConfig, TrainConfig
+from tests.baselines.helpers import assert_same_checkpoint
 
 SMALL = ["train.train_samples=6", "train.val_samples=4", "train.image_size=32", "train.batch_size=4",
          "train.warmup_steps=1", "train.eval_every=0", "train.threads=1"]
@@ -125,10 +125,7 @@ def test_resume_is_exact_and_final_directory_records_the_cost(tmp_path) -> None:
     assert train_toy(tmp_path / "split", "train.stop_at_step=3") == 0
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())["step"] == 3
     assert train_toy(tmp_path / "split", "--resume") == 0
-    straight = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
-    split = load_file(tmp_path / "split" / "checkpoint" / "model.safetensors")
-    for name in straight:
-        torch.testing.assert_close(straight[name], split[name], msg=name)
+    assert_same_checkpoint(tmp_path / "straight", tmp_path / "split")
     final = tmp_path / "straight" / "final"
     assert sorted(p.name for p in final.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
     metrics = json.loads((final / "metrics.json").read_text())

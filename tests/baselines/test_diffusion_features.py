@@ -21,6 +21,7 @@ from baselines.diffusion_features import (
 )
 from bench.models.base import MODELS, ModelInput
 from bench.training import TRAINERS
+from tests.baselines.helpers import overfit_losses
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +73,7 @@ def test_loss_falls_on_a_tiny_overfit_set(batch: dict) -> None:
     torch.manual_seed(0)
     model = DiffusionFeatureSegmenter(DiffusionFeaturesConfig(width=16)).train()
     before = {k: v.clone() for k, v in model.foundation.transformer.state_dict().items()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(30):
-        loss = DiffusionFeaturesTrainer.loss(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model, lambda: DiffusionFeaturesTrainer.loss(model, batch))
     assert losses[-1] < 0.6 * losses[0], losses
     for key, value in model.foundation.transformer.state_dict().items():
         assert torch.equal(value, before[key]), f"frozen DiT weight {key} changed"

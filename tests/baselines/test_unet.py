@@ -15,6 +15,7 @@ from baselines.common import RivalTrainConfig, load_rival, make_rival_batch, tra
 from baselines.unet import SHIPPED_CHECKPOINT, TextUNet, UNetConfig, UNetSegModel, UNetTrainer
 from bench.models.base import MODELS, ModelInput
 from bench.training import TRAINERS
+from tests.baselines.helpers import assert_same_checkpoint, overfit_losses
 
 SMALL = ["train.train_samples=6", "train.val_samples=4", "train.image_size=32", "train.batch_size=4",
          "train.warmup_steps=1", "train.eval_every=0", "train.threads=1", "model.channels=[8,16]",
@@ -65,14 +66,7 @@ def test_bad_options_are_refused() -> None:
 def test_loss_falls_on_a_tiny_overfit_set(overfit_batch: dict) -> None:
     torch.manual_seed(0)
     model = TextUNet(UNetConfig(channels=[8, 16], sentence_dim=32, kernel_dim=8)).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(30):
-        loss = UNetTrainer.loss(model, overfit_batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model, lambda: UNetTrainer.loss(model, overfit_batch))
     assert losses[-1] < 0.6 * losses[0], losses
 
 
@@ -83,10 +77,7 @@ def test_resume_is_exact_and_round_trip(tmp_path) -> None:
     assert train(tmp_path / "straight") == 0
     assert train(tmp_path / "split", "train.stop_at_step=2") == 0
     assert train(tmp_path / "split", "--resume") == 0
-    straight = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
-    split = load_file(tmp_path / "split" / "checkpoint" / "model.safetensors")
-    for name in straight:
-        torch.testing.assert_close(straight[name], split[name], msg=name)
+    assert_same_checkpoint(tmp_path / "straight", tmp_path / "split")
 
     final = tmp_path / "straight" / "final"
     saved = load_file(final / "model.safetensors")

@@ -198,3 +198,14 @@ def test_the_report_links_an_ablation_summary_that_has_no_runs(tmp_path):
     (tmp_path / "ablations" / "pca" / "report.md").write_text("# Ablation: pca\n")
     text = build_report(tmp_path).read_text()
     assert "## Ablations" in text and "[pca](ablations/pca/report.md): a measurement, no runs" in text
+
+
+def test_a_claim_comparing_an_unknown_variant_is_an_error(tmp_path):
+    text = BASIC + """[[claims]]
+text = "a beats b"
+rule = "first-above-second"
+compare = ["a", "c"]
+"""
+    (tmp_path / "toy.toml").write_text(text)
+    with pytest.raises(BenchError, match="unknown variant 'c'"):
+        load_ablation("toy", tmp_path)

@@ -86,30 +86,6 @@ def test_timeshift_smoke_trains_evaluates_and_a_cell_interrupted_after_training_
     assert _table(tmp_path / "killed") == _table(tmp_path / "whole")
 
 
-def test_a_claim_comparing_an_unknown_variant_is_an_error(tmp_path):
-    text = """
-question = "q"
-reference = "a"
-[base]
-model = "center"
-[variants.a]
-model_args = { area = 0.25 }
-[variants.b]
-model_args = { area = 0.5 }
-[budgets.smoke]
-limit = 3
-[[claims]]
-text = "a beats b"
-rule = "first-above-second"
-compare = ["a", "c"]
-"""
-    (tmp_path / "toy.toml").write_text(text)
-    from bench.errors import BenchError
-
-    with pytest.raises(BenchError, match="unknown variant 'c'"):
-        load_ablation("toy", tmp_path)
-
-
 def test_a_linear_readout_recovers_a_linear_latent_code():
     rng = np.random.default_rng(0)
     masks = rng.random((40, 8, 8)) > 0.5  # 4 x 4 latent positions of 2 x 2 pixels
