@@ -40,11 +40,16 @@ def by_name(runs: list[Run]) -> list[Run]:
     return sorted(runs, key=lambda run: (run.display_name.lower(), run.display_name, run.name))
 
 
+def cost_integer(run: Run, key: str) -> int | None:
+    """An integer the run's cost record (run.json model config "cost") states under `key`, else None."""
+    cost = run.record.model_config.get("cost") if isinstance(run.record.model_config, dict) else None
+    value = cost.get(key) if isinstance(cost, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def training_seed(run: Run) -> int | None:
     """The seed the run's checkpoint was trained with, as its cost record states it (None when it does not)."""
-    cost = run.record.model_config.get("cost") if isinstance(run.record.model_config, dict) else None
-    seed = cost.get("training_seed") if isinstance(cost, dict) else None
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    return cost_integer(run, "training_seed")
 
 
 def newest_per_model(runs: list[Run]) -> tuple[list[Run], list[Run]]:

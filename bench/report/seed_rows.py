@@ -9,7 +9,7 @@ from typing import Any
 from bench.ablate.seeds import seed_levels
 from bench.metrics import paired_scores
 from bench.report.compare import SCORE_KEYS, ReportContext, protocol_of, run_costs
-from bench.report.groups import training_seed
+from bench.report.groups import cost_integer, training_seed
 from bench.report.read_runs import Run
 
 Values = dict[str, dict[str, float | None]]  # split -> ciou, ciou_lo, ciou_hi, giou, giou_lo, giou_hi (percent)
@@ -18,9 +18,8 @@ Values = dict[str, dict[str, float | None]]  # split -> ciou, ciou_lo, ciou_hi, 
 def training_seeds(run: Run) -> int:
     """How many independently trained checkpoints the row pools: the cost record's "seeds", else 1 (one
     checkpoint, one training seed)."""
-    cost = run.record.model_config.get("cost") if isinstance(run.record.model_config, dict) else None
-    seeds = cost.get("seeds") if isinstance(cost, dict) else None
-    return seeds if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0 else 1
+    seeds = cost_integer(run, "seeds")
+    return seeds if seeds is not None and seeds > 0 else 1
 
 
 def group_seeds(group: list[Run]) -> int:
