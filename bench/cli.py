@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate", help="run an ablation (see `bench list`) and write its table, plots and report",
         description="Makes every cell (variant x seed) of the ablation NAME at a budget, reusing the cells already "
                     "evaluated, then writes OUT/table.csv, table.md, plots/ and report.md from the cells on disk.")
-    ablate.add_argument("name", metavar="NAME", help="an ablation (bench/ablate/defs/NAME.toml), or all")
+    ablate.add_argument("name", metavar="NAME", help="an ablation (bench/ablate/defs/NAME.toml), or all (every ablation of the method; the "
+                             "recipe searches, marked in `bench list`, run only by name)")
     ablate.add_argument("--budget", default="smoke", choices=["smoke", "small", "full"],
                         help="smoke: minutes on a CPU (the tests); small: the committed results; full: paper scale")
     ablate.add_argument("--seeds", type=int, help="seeds per variant (default: the budget's)")
@@ -210,7 +211,9 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
     print(tabulate([[name, "yes" if name in trainable else ""] for name in MODELS.names()],
                    headers=["model", "bench train"], tablefmt="simple"))
     print()
-    print(tabulate([[name] for name in ablation_names()], headers=["ablation (bench ablate)"], tablefmt="simple"))
+    searches = set(ablation_names(tuning=True))
+    print(tabulate([[name, "recipe search (not in `all`)" if name in searches else "method"] for name in ablation_names()],
+                   headers=["ablation (bench ablate)", "asks about"], tablefmt="simple"))
     return 0
 
 
@@ -311,7 +314,7 @@ def cmd_ablate(args: argparse.Namespace, rest: list[str], command: str) -> int:
         except tomllib.TOMLDecodeError:
             overrides[key] = value  # a bare string, e.g. a path
     cluster = _cluster(args)
-    names = ablation_names() if args.name == "all" else [args.name]
+    names = ablation_names(tuning=False) if args.name == "all" else [args.name]
     if args.name == "all" and args.only:
         raise BenchError("--only names a cell of one ablation, not of all")
     codes = []

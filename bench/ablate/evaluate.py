@@ -108,12 +108,14 @@ class EvalKind:
             files["plots/quality.png"] = page.quality_plot(ablation, rows)
         elif rows:
             files["plots/variants.png"] = page.variants_plot(ablation, rows)
-        setting = _setting(reference, budget, cells, rows) + page.provenance_lines(
-            [cell.directory(out) for cell in cells if self.is_complete(cell.directory(out))])
+        complete = [cell.directory(out) for cell in cells if self.is_complete(cell.directory(out))]
+        setting = _setting(reference, budget, cells, rows) + page.provenance_lines(complete) + page.cost_lines(
+            complete, self.training_seconds(complete))
         answer = [table_markdown(rows, ablation.reference, page.REPORT, out, ablation.plot_x), "",
                   f"Splits reported: {', '.join(sorted(reported))}"
                   + (f"; {', '.join(sorted(selection))} only chooses (a best variant), never reported. " if selection
                      else " (no val split in the cells: nothing can be chosen without looking at these). ")
+                  + choice_text(chosen_on, protocol)
                   + "Cells: cIoU / gIoU in % (mean ± std over seeds when there are several) with the 95% bootstrap "
                   "interval over samples (seeds pooled: the level of one variant); latency: model seconds per sample "
                   f"as the run timed them at batch size {reference.batch_size}, mean over seeds; Δ: the variant minus "
@@ -128,6 +130,10 @@ class EvalKind:
                                              missing)
         files[page.CLAIMS] = page.claims_csv(ablation.name, verdicts)
         return page.write_files(out, files)
+
+    def training_seconds(self, directories: list[Path]) -> dict[str, float]:
+        """Wall seconds of each training the complete cells in `directories` came from (none here)."""
+        return {}
 
     def sections(self, cells: list[Cell], out: Path) -> list[str]:
         """More markdown lines for the report's answer, after the table and checks (none here)."""
@@ -225,14 +231,27 @@ def _verdict(claim: Any, rows: list, results: dict[str, list[CellResult]],
 def _best_on_val(metric: str, chosen_on: dict[str, list[CellResult]] | None, reference: str,
                  protocol: Protocol) -> str | None:
     """The variant other than the reference with the highest mean-over-seeds `metric` on val (None without val)."""
+    means = {variant: mean for variant, mean in val_means(metric, chosen_on, protocol).items() if variant != reference}
+    return max(means, key=means.get) if means else None
+
+
+def val_means(metric: str, chosen_on: dict[str, list[CellResult]] | None, protocol: Protocol) -> dict[str, float]:
+    """Each variant's mean-over-seeds `metric` on the selection split ({} without one)."""
     from bench.metrics import SampleScores
 
-    if not chosen_on:
-        return None
     empty = protocol.empty_union_iou
-    means = {variant: sum(getattr(SampleScores.from_records(c.records), metric)(empty) for c in done) / len(done)
-             for variant, done in chosen_on.items() if done and variant != reference}
-    return max(means, key=means.get) if means else None
+    return {variant: sum(getattr(SampleScores.from_records(c.records), metric)(empty) for c in done) / len(done)
+            for variant, done in (chosen_on or {}).items() if done}
+
+
+def choice_text(chosen_on: dict[str, list[CellResult]] | None, protocol: Protocol) -> str:
+    """The variant val chooses (highest mean cIoU over seeds) and every variant's val cIoU; "" without val."""
+    means = val_means("ciou", chosen_on, protocol)
+    if not means:
+        return ""
+    best = max(means, key=means.get)
+    listed = ", ".join(f"{variant} {100 * mean:.1f}" for variant, mean in sorted(means.items(), key=lambda kv: -kv[1]))
+    return f"Chosen on val (highest mean cIoU over seeds): **{best}** (val cIoU %: {listed}). "
 
 
 def ensure_context(cell: Cell, out: Path, data_root: str | None) -> None:

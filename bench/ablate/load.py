@@ -8,6 +8,8 @@ An ablation is one TOML file in `bench/ablate/defs/` (nanoGPT-style config files
     kind = "eval"                  # how a cell is made: a name in bench.ablate.kinds.ABLATION_KINDS, "eval" (a
                                    # runner evaluation), "train" (train, then evaluate) or "pca" (a measurement)
     reference = "1-step"           # the variant every other is compared with
+    tuning = true                  # optional: a recipe search (which setting to train a model with), not a
+                                   # question about the method; `bench ablate all` leaves it out
     plot_x = "steps"               # optional: the model_args key the plots put on the x axis
     [base]                         # the kind's configuration keys (EvalConfig, TrainedEvalConfig, PcaConfig)
     [variants.NAME]                # overrides of base keys; a table value (model_args) is merged into base's
@@ -34,14 +36,18 @@ from bench.tomlfiles import read_toml
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
-TOP_KEYS = ("include", "question", "kind", "reference", "control", "context", "plot_x", "base", "variants", "grid",
+TOP_KEYS = ("include", "question", "kind", "tuning", "reference", "control", "context", "plot_x", "base", "variants", "grid",
             "budgets", "claims")
 CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t", "compare")
 
 
-def ablation_names() -> list[str]:
-    """The ablation files' names, without reading them (`bench list` stays light); `_shared` files are not."""
-    return sorted(path.stem for path in DEFS.glob("*.toml") if not path.stem.startswith("_"))
+def ablation_names(tuning: bool | None = None) -> list[str]:
+    """The ablation files' names (`_shared` files are not ablations); `tuning` True or False keeps only the recipe
+    searches or only the questions about the method (`tuning = true` in the file), reading just that key."""
+    names = sorted(path.stem for path in DEFS.glob("*.toml") if not path.stem.startswith("_"))
+    if tuning is None:
+        return names
+    return [name for name in names if bool(_read_toml(DEFS / f"{name}.toml").get("tuning", False)) == tuning]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -111,7 +117,10 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
     control = data.get("control")
     if control is not None and control not in variants:
         raise BenchError(f"{path.name}: control {unknown('variant', control, list(variants))}")
-    ablation = Ablation(name=name, path=path, question=data.get("question", ""), kind=kind,
+    tuning = data.get("tuning", False)
+    if not isinstance(tuning, bool):
+        raise BenchError(f"{path.name}: tuning must be true or false, got {tuning!r}")
+    ablation = Ablation(name=name, path=path, question=data.get("question", ""), kind=kind, tuning=tuning,
                         config_class=kind_class.config, reference=reference, base=data.get("base", {}),
                         variants=variants, budgets=budgets, claims=claims, plot_x=data.get("plot_x"), control=control,
                         context=data.get("context", kind_class.default_context))

@@ -39,6 +39,7 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
                   "(see the answer).", "",
                   markdown_table(rows, ["claim", "paper", "ours (points, 95% interval)", "rule", "raw verdict",
                                         "p", "Holm p", "verdict"]), ""]
+        lines += _underpowered(ablation, budget, verdicts)
     for plot in plots:
         lines += [f"![{plot}]({link(REPORT, plot)})", ""]
     if missing:
@@ -46,6 +47,27 @@ def render(ablation: Ablation, budget: str, command: str, setting: list[str], an
         lines += [f"- `{name}`: `{command}`" for name, command in missing]
         lines.append("")
     return ("\n".join(lines).rstrip("\n") + "\n").encode("utf-8")
+
+
+SMALL_EFFECT, SEEDS_FOR_SMALL_EFFECTS = 0.03, 5  # issue 18: a claim whose effect is under 3 points needs 5 seeds
+
+
+def _underpowered(ablation: Ablation, budget: str, verdicts: list[Verdict]) -> list[str]:
+    """A note naming the claims whose measured effect is under 3 points but rest on fewer than 5 seeds, and the
+    commands that make the missing seeds of their variants."""
+    weak = [(claim, v) for claim, v in zip(ablation.claims, verdicts) if v.per_seed
+            and len(v.per_seed) < SEEDS_FOR_SMALL_EFFECTS and not math.isnan(v.value) and abs(v.value) < SMALL_EFFECT]
+    if not weak:
+        return []
+    listed = "; ".join(f"\"{v.claim}\" ({_points(v.value)} points, {len(v.per_seed)} seed{'s' * (len(v.per_seed) != 1)})"
+                       for _, v in weak)
+    variants = dict.fromkeys(name for claim, _ in weak for name in (claim.compare or (ablation.reference,)))
+    base = f"python -m bench ablate {ablation.name} --budget {budget} --seeds {SEEDS_FOR_SMALL_EFFECTS}"
+    commands = ", ".join(f"`{base} --only {name}`" for name in variants)
+    return [f"**Too few seeds for a small effect**: a claim whose effect is under {100 * SMALL_EFFECT:.0f} points needs "
+            f"{SEEDS_FOR_SMALL_EFFECTS} training seeds before its verdict is quoted: {listed}. The missing seeds: "
+            f"{commands} (with this page's `--out`; complete cells are reused; for a best-on-val claim, the variant val "
+            f"chose too), then `{base} --collect`.", ""]
 
 
 def provenance_lines(directories: list[Path]) -> list[str]:
@@ -72,6 +94,22 @@ def provenance_lines(directories: list[Path]) -> list[str]:
     if dirty or unhashed or len(known) < len(records):
         warnings.append("not every cell comes from a clean tree with a known source hash")
     return [line + (f" (**{'; '.join(warnings)}**: regenerate them before quoting this page)" if warnings else "")]
+
+
+def cost_lines(directories: list[Path], trainings: dict[str, float]) -> list[str]:
+    """What the complete cells cost as they recorded it: the wall seconds of each training (`trainings`: once per
+    training, which variants that differ in evaluation share; NaN where none was recorded) and of each evaluation
+    (data + model + metric seconds of its run)."""
+    from bench.io import SMALL_JSON_LIMIT, read_json
+
+    evaluation = sum(read_json(Path(d) / "run.json", SMALL_JSON_LIMIT).get("timings", {}).get(key, 0.0)
+                     for d in directories for key in ("data_s", "model_s", "metric_s"))
+    known = [seconds for seconds in trainings.values() if not math.isnan(seconds)]
+    trained = (f"training {sum(known) / 3600:.2f} h ({len(known)} training{'s' * (len(known) != 1)}"
+               + (f"; {len(trainings) - len(known)} without a recorded time" if len(known) < len(trainings) else "")
+               + "), " if trainings else "")
+    return [f"- cost: {trained}evaluation {evaluation / 3600:.2f} h ({len(directories)} cell{'s' * (len(directories) != 1)}) of wall time as the "
+            "cells recorded it (a cell that shared the machine with other work took longer)"]
 
 
 def claims_csv(name: str, verdicts: list[Verdict]) -> bytes:

@@ -105,6 +105,7 @@ class Ablation:
     control: str | None = None
     # a context baseline model (bench.ablate.context): the reference must beat it clearly for any verdict; "" = none
     context: str = ""
+    tuning: bool = False  # a recipe search (which setting to train with), which `bench ablate all` leaves out
 
     def budget(self, name: str) -> dict[str, Any]:
         if name not in self.budgets:

@@ -28,6 +28,7 @@ from bench.io import SMALL_JSON_LIMIT, read_json, write_json
 
 TRAINING_FILE = "training.json"
 TRAINING_LOG = "training_log.jsonl"  # the trainer's log, copied into the cell: its learning curve outlives the cache
+VALIDATION_FIELDS = ("val_1step", "val")  # where a trainer logs its validation: GenMask (one step), the rivals
 
 
 def training_directory(cell: Cell) -> Path:
@@ -90,6 +91,14 @@ class TrainKind(EvalKind):
                 keep_log(cell.directory(out), training_directory(cell))
         return super().assemble(ablation, budget, cells, out, command, missing)
 
+    def training_seconds(self, directories: list[Path]) -> dict[str, float]:
+        """Each training's wall seconds by its cache directory (variants that differ in evaluation share one)."""
+        result = {}
+        for directory in directories:
+            record = read_json(Path(directory) / TRAINING_FILE, SMALL_JSON_LIMIT)
+            result[record.get("directory", str(directory))] = recorded_seconds(record.get("metrics", {}))
+        return result
+
     def sections(self, cells: list[Cell], out: Path) -> list[str]:
         """A table of what each complete cell's training recorded: steps, minutes, in-training validation,
         text-to-image quality."""
@@ -98,9 +107,9 @@ class TrainKind(EvalKind):
             metrics = self._metrics(cell.directory(out))
             if not metrics:
                 continue
-            gen, val = metrics.get("generation", {}), metrics.get("val_1step", {})
+            gen, val = metrics.get("generation", {}), metrics.get(VALIDATION_FIELDS[0], metrics.get("val", {}))
             rows.append([cell.variant, str(cell.seed), str(metrics.get("step", "?")),
-                         f"{metrics.get('wall_seconds', float('nan')) / 60:.1f}",
+                         f"{recorded_seconds(metrics) / 60:.1f}",
                          f"{100 * val['ciou_all']:.1f}" if "ciou_all" in val else "",
                          f"{100 * gen['colour_match']:.1f} / {100 * gen['count_match']:.1f} / "
                          f"{100 * gen['colour_recall']:.1f}" if gen else ""])
@@ -108,7 +117,7 @@ class TrainKind(EvalKind):
             return []
         from bench.report.text import markdown_table
 
-        header = ["variant", "seed", "steps", "train minutes", "in-training val cIoU % (1 step)",
+        header = ["variant", "seed", "steps", "train minutes", "in-training val cIoU % (GenMask: 1 step)",
                   "text-to-image colour match / count match / colour recall %"]
         return ["", "### Training", "",
                 "What each cell's training recorded (`training.json` in its run directory). The in-training "
@@ -137,7 +146,9 @@ class TrainKind(EvalKind):
             if not (self.is_complete(cell.directory(out)) and path.is_file()):
                 continue
             by_step = curves.setdefault(cell.variant.split("@")[0], {})
-            for row in validation_curve(read_log(path), "val_1step"):
+            records = read_log(path)
+            field = next((f for f in VALIDATION_FIELDS if any(f in record for record in records)), VALIDATION_FIELDS[0])
+            for row in validation_curve(records, field):
                 if "ciou_all" in row:
                     by_step.setdefault(row["step"], {})[cell.seed] = row["ciou_all"]
         return {label: {step: [seeds[s] for s in sorted(seeds)] for step, seeds in sorted(steps.items())}
@@ -149,6 +160,11 @@ class TrainKind(EvalKind):
         if not (self.is_complete(directory) and path.exists()):
             return {}
         return read_json(path, SMALL_JSON_LIMIT).get("metrics", {})
+
+
+def recorded_seconds(metrics: dict[str, Any]) -> float:
+    """The training loop's wall seconds a trainer's metrics.json records (GenMask's field, the rivals' cost record)."""
+    return float(metrics.get("wall_seconds", metrics.get("cost", {}).get("train_wall_seconds", float("nan"))))
 
 
 def keep_log(cell_directory: Path, training: Path) -> None:

@@ -209,3 +209,17 @@ compare = ["a", "c"]
     (tmp_path / "toy.toml").write_text(text)
     with pytest.raises(BenchError, match="unknown variant 'c'"):
         load_ablation("toy", tmp_path)
+
+
+def test_all_runs_the_method_ablations_and_leaves_the_recipe_searches_out(tmp_path, capsys):
+    searches, method = ablation_names(tuning=True), ablation_names(tuning=False)
+    assert {"grounding", "lr-unet", "lr-genmask-shared-stream"} <= set(searches)
+    assert {"steps", "pca", "timeshift"} <= set(method) and not set(searches) & set(method)
+    assert sorted(searches + method) == ablation_names()
+    assert main(["ablate", "all", "--budget", "small", "--list-cells"]) == 0
+    listed = capsys.readouterr().out
+    assert "1-step:0" in listed and "near-1:0" not in listed and "lr-2e-3:0" not in listed
+    assert main(["ablate", "lr-unet", "--budget", "small", "--list-cells"]) == 0  # by name it runs
+    assert capsys.readouterr().out.split() == ["lr-6.7e-4:0", "lr-2e-3:0", "lr-6e-3:0"]
+    with pytest.raises(BenchError, match=r"toy.toml: tuning must be true or false, got 'yes'"):
+        load_ablation("toy", _write(tmp_path, 'tuning = "yes"\n' + BASIC))

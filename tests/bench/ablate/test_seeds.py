@@ -108,3 +108,47 @@ def test_claims_csv_has_the_columns_the_report_index_reads() -> None:
     assert rows[0]["claim"] == "A beats B." and rows[0]["verdict"] == AGREES
     assert rows[0]["adjusted_verdict"] == AGREES and float(rows[0]["ci_low"]) == pytest.approx(0.01)
     assert rows[0]["per_seed"] == "0.04 0.06"
+
+
+def test_a_small_effect_on_fewer_than_five_seeds_is_flagged_with_the_commands_that_add_them() -> None:
+    import dataclasses
+
+    from bench.ablate.load import load_ablation
+    from bench.ablate.page import render
+    from bench.ablate.verdicts import INCONCLUSIVE, Verdict
+
+    ablation = load_ablation("grounding")
+    compare = {claim.compare: claim.text for claim in ablation.claims}
+    small = Verdict(compare[("near-1", "tail-0.05")], "q", -0.01, [-0.09, 0.07], 0.0, "above", INCONCLUSIVE,
+                    per_seed=[-0.05, 0.0, 0.02])
+    large = Verdict(compare[("mask-loss", "tail-0.05")], "q", 0.056, [0.004, 0.108], 0.0, "above", INCONCLUSIVE,
+                    per_seed=[0.07, 0.05, 0.04])
+    five = Verdict(compare[("near-1", "tail-0.05")], "q", -0.01, [-0.05, 0.03], 0.0, "above", INCONCLUSIVE,
+                   per_seed=[-0.05, 0.0, 0.02, 0.01, -0.03])
+
+    def note(verdicts):
+        claims = [c for c in ablation.claims if c.text in {v.claim for v in verdicts}]
+        page = render(dataclasses.replace(ablation, claims=claims), "small", "cmd", [], [], verdicts, [], []).decode()
+        return next((line for line in page.splitlines() if line.startswith("**Too few seeds")), "")
+
+    flagged = note([small, large])
+    assert "(-1.0 points, 3 seeds)" in flagged and "mask loss" not in flagged.split("The missing seeds")[0]
+    assert "--seeds 5 --only near-1`" in flagged and "--seeds 5 --only tail-0.05`" in flagged
+    assert note([large]) == "" and note([five]) == ""
+
+
+def test_the_cost_line_counts_a_shared_training_once_and_sums_the_evaluations(tmp_path) -> None:
+    import json
+    import math
+
+    from bench.ablate.page import cost_lines
+
+    cells = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"timings": {"data_s": 600, "model_s": 1200, "metric_s": 0}}))
+        cells.append(tmp_path / name)
+    (line,) = cost_lines(cells, {"cache/x": 5400.0, "cache/y": math.nan})
+    assert line.startswith("- cost: training 1.50 h (1 training; 1 without a recorded time), evaluation 1.00 h (2 cells)")
+    (line,) = cost_lines(cells[:1], {})
+    assert line.startswith("- cost: evaluation 0.50 h (1 cell)")

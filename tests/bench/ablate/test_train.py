@@ -120,3 +120,20 @@ def test_training_cells_keep_their_log_and_the_page_plots_learning_curves(tmp_pa
     assert len(logs) == 2
     assert (out / "plots" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "learning_curves.png" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_rival_learning_rate_sweep_trains_the_rival_and_val_chooses_the_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lr-unet"
+    chooses = 'splits=["val", "testA"]'  # val chooses, testA reports
+    curve_args = 'train_args={"train.eval_every"=1}'
+    assert main(["ablate", "lr-unet", "--budget", "smoke", "--out", str(out), "--set", chooses,
+                 "--set", curve_args]) == 0
+    page = (out / "report.md").read_text()
+    chosen = page.split("Chosen on val (highest mean cIoU over seeds): **")[1].split("**")[0]
+    assert chosen in {"lr-2e-3", "lr-6e-3"}
+    training = page.split("### Training")[1]
+    rows = [line.split("|") for line in training.splitlines() if line.startswith("| lr-")]
+    assert len(rows) == 2 and all(row[5].strip() not in ("", "nan") for row in rows)  # the rival's own val field
+    assert "learning_curves.png" in page  # read from the rival's log ("val", not GenMask's "val_1step")
