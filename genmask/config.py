@@ -92,6 +92,9 @@ class TrainConfig(EMARecipe, SampleStream):
     init: str = "scratch"
     init_dir: str = ""
     vlm_dir: str = ""  # a VLM foundation (`bench train --model genmask-vlm`, its OUT/final)
+    # init=foundation: the image size in pixels the foundation's processor resizes to (0 = its own): more pixels give
+    # the vision tower more tokens (encoder.max_tokens must hold them and the instruction)
+    vision_pixels: int = 0
     dit_dir: str = ""  # a text-to-image DiT foundation (a diffusers WanTransformer3DModel directory); "" = random
     caption_samples: int = 10000
     captions: str = "synth"  # text-to-image data: "synth" or a COCO captions file (captions_*.json)

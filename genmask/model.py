@@ -201,6 +201,9 @@ class GenMask(nn.Module):
                                  if k in config.encoder.vision}
         config.encoder.processor, config.encoder.prompt_suffix = "word_level", suffix
         config.encoder.coordinate_channels = processor.coordinate_channels
+        if config.train.vision_pixels:
+            processor.image_processor.size = {"shortest_edge": config.train.vision_pixels,
+                                              "longest_edge": config.train.vision_pixels}
         pixels = processor.image_processor.size
         config.encoder.image_min_pixels, config.encoder.image_max_pixels = pixels["shortest_edge"], pixels["longest_edge"]
         model = cls.from_config(config, vocabulary=[])  # placeholder processor and encoder, replaced below

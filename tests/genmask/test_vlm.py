@@ -80,6 +80,25 @@ def test_genmask_adapts_the_foundation(foundation: str, tmp_path) -> None:
     assert GenMaskConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == loaded.config
 
 
+def test_more_vision_pixels_give_the_adapted_encoder_more_image_tokens_and_survive_a_reload(foundation: str,
+                                                                                           tmp_path) -> None:
+    image = np.zeros((32, 32, 3), np.uint8)
+    own = GenMask.from_foundations(preset("micro"), foundation)
+    config = preset("micro")
+    config.train.vision_pixels = 4 * own.config.encoder.image_max_pixels  # twice the side: four times the tokens
+    config.encoder.max_tokens = 4 * own.config.encoder.max_tokens
+    more = GenMask.from_foundations(config, foundation)
+
+    def image_tokens(model: GenMask) -> int:
+        grid = model.processor([image], ["the red circle"], model.config.encoder.max_tokens)["image_grid_thw"]
+        return int(grid.prod()) // model.processor.image_processor.merge_size ** 2
+
+    assert image_tokens(more) == 4 * image_tokens(own)
+    assert more.config.encoder.image_max_pixels == config.train.vision_pixels
+    more.save_pretrained(tmp_path)
+    assert image_tokens(GenMask.from_pretrained(tmp_path)) == 4 * image_tokens(own)  # evaluation reads as trained
+
+
 class _Recording:
     def __init__(self, processor, seen: list[str]):
         self.processor, self.seen = processor, seen
