@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate", help="run an ablation (see `bench list`) and write its table, plots and report",
         description="Makes every cell (variant x seed) of the ablation NAME at a budget, reusing the cells already "
                     "evaluated, then writes OUT/table.csv, table.md, plots/ and report.md from the cells on disk.")
-    ablate.add_argument("name", metavar="NAME", help="an ablation (bench/ablate/defs/NAME.toml), or all (every ablation of the method; the "
-                             "recipe searches, marked in `bench list`, run only by name)")
+    ablate.add_argument("name", metavar="NAME", help="an ablation (bench/ablate/defs/NAME.toml), or all (every "
+                        "ablation of the method; the recipe searches, marked in `bench list`, run only by name)")
     ablate.add_argument("--budget", default="smoke", choices=["smoke", "small", "full"],
                         help="smoke: minutes on a CPU (the tests); small: the committed results; full: paper scale")
     ablate.add_argument("--seeds", type=int, help="seeds per variant (default: the budget's)")
@@ -212,8 +212,8 @@ def cmd_list(args: argparse.Namespace, rest: list[str], command: str) -> int:
                    headers=["model", "bench train"], tablefmt="simple"))
     print()
     searches = set(ablation_names(tuning=True))
-    print(tabulate([[name, "recipe search (not in `all`)" if name in searches else "method"] for name in ablation_names()],
-                   headers=["ablation (bench ablate)", "asks about"], tablefmt="simple"))
+    rows = [[name, "recipe search (not in `all`)" if name in searches else "method"] for name in ablation_names()]
+    print(tabulate(rows, headers=["ablation (bench ablate)", "asks about"], tablefmt="simple"))
     return 0
 
 

@@ -36,8 +36,8 @@ from bench.tomlfiles import read_toml
 
 DEFS = Path(__file__).parent / "defs"
 BUDGETS = ("smoke", "small", "full")
-TOP_KEYS = ("include", "question", "kind", "tuning", "reference", "control", "context", "plot_x", "base", "variants", "grid",
-            "budgets", "claims")
+TOP_KEYS = ("include", "question", "kind", "tuning", "reference", "control", "context", "plot_x", "base", "variants",
+            "grid", "budgets", "claims")
 CLAIM_KEYS = ("text", "rule", "metric", "margin", "paper", "at_t", "compare")
 
 

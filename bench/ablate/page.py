@@ -59,15 +59,15 @@ def _underpowered(ablation: Ablation, budget: str, verdicts: list[Verdict]) -> l
             and len(v.per_seed) < SEEDS_FOR_SMALL_EFFECTS and not math.isnan(v.value) and abs(v.value) < SMALL_EFFECT]
     if not weak:
         return []
-    listed = "; ".join(f"\"{v.claim}\" ({_points(v.value)} points, {len(v.per_seed)} seed{'s' * (len(v.per_seed) != 1)})"
+    listed = "; ".join(f"\"{v.claim}\" ({_points(v.value)} points, {_count(len(v.per_seed), 'seed')})"
                        for _, v in weak)
     variants = dict.fromkeys(name for claim, _ in weak for name in (claim.compare or (ablation.reference,)))
     base = f"python -m bench ablate {ablation.name} --budget {budget} --seeds {SEEDS_FOR_SMALL_EFFECTS}"
     commands = ", ".join(f"`{base} --only {name}`" for name in variants)
-    return [f"**Too few seeds for a small effect**: a claim whose effect is under {100 * SMALL_EFFECT:.0f} points needs "
-            f"{SEEDS_FOR_SMALL_EFFECTS} training seeds before its verdict is quoted: {listed}. The missing seeds: "
-            f"{commands} (with this page's `--out`; complete cells are reused; for a best-on-val claim, the variant val "
-            f"chose too), then `{base} --collect`.", ""]
+    return [f"**Too few seeds for a small effect**: a claim whose effect is under {100 * SMALL_EFFECT:.0f} points "
+            f"needs {SEEDS_FOR_SMALL_EFFECTS} training seeds before its verdict is quoted: {listed}. The missing "
+            f"seeds: {commands} (with this page's `--out`; complete cells are reused; for a best-on-val claim, the "
+            f"variant val chose too), then `{base} --collect`.", ""]
 
 
 def provenance_lines(directories: list[Path]) -> list[str]:
@@ -105,11 +105,11 @@ def cost_lines(directories: list[Path], trainings: dict[str, float]) -> list[str
     evaluation = sum(read_json(Path(d) / "run.json", SMALL_JSON_LIMIT).get("timings", {}).get(key, 0.0)
                      for d in directories for key in ("data_s", "model_s", "metric_s"))
     known = [seconds for seconds in trainings.values() if not math.isnan(seconds)]
-    trained = (f"training {sum(known) / 3600:.2f} h ({len(known)} training{'s' * (len(known) != 1)}"
+    trained = (f"training {sum(known) / 3600:.2f} h ({_count(len(known), 'training')}"
                + (f"; {len(trainings) - len(known)} without a recorded time" if len(known) < len(trainings) else "")
                + "), " if trainings else "")
-    return [f"- cost: {trained}evaluation {evaluation / 3600:.2f} h ({len(directories)} cell{'s' * (len(directories) != 1)}) of wall time as the "
-            "cells recorded it (a cell that shared the machine with other work took longer)"]
+    return [f"- cost: {trained}evaluation {evaluation / 3600:.2f} h ({_count(len(directories), 'cell')}) of wall "
+            "time as the cells recorded it (a cell that shared the machine with other work took longer)"]
 
 
 def claims_csv(name: str, verdicts: list[Verdict]) -> bytes:
@@ -125,6 +125,10 @@ def claims_csv(name: str, verdicts: list[Verdict]) -> bytes:
     headers = ["ablation", "claim", "quantity", "estimate", "ci_low", "ci_high", "per_seed", "margin", "side",
                "p_value", "verdict", "adjusted_p", "adjusted_verdict", "method"]
     return csv_text(headers, rows).encode("utf-8")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _p(value: float | None) -> str:

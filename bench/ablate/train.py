@@ -107,7 +107,7 @@ class TrainKind(EvalKind):
             metrics = self._metrics(cell.directory(out))
             if not metrics:
                 continue
-            gen, val = metrics.get("generation", {}), metrics.get(VALIDATION_FIELDS[0], metrics.get("val", {}))
+            gen, val = metrics.get("generation", {}), metrics.get(validation_field([metrics]), {})
             rows.append([cell.variant, str(cell.seed), str(metrics.get("step", "?")),
                          f"{recorded_seconds(metrics) / 60:.1f}",
                          f"{100 * val['ciou_all']:.1f}" if "ciou_all" in val else "",
@@ -147,8 +147,7 @@ class TrainKind(EvalKind):
                 continue
             by_step = curves.setdefault(cell.variant.split("@")[0], {})
             records = read_log(path)
-            field = next((f for f in VALIDATION_FIELDS if any(f in record for record in records)), VALIDATION_FIELDS[0])
-            for row in validation_curve(records, field):
+            for row in validation_curve(records, validation_field(records)):
                 if "ciou_all" in row:
                     by_step.setdefault(row["step"], {})[cell.seed] = row["ciou_all"]
         return {label: {step: [seeds[s] for s in sorted(seeds)] for step, seeds in sorted(steps.items())}
@@ -160,6 +159,11 @@ class TrainKind(EvalKind):
         if not (self.is_complete(directory) and path.exists()):
             return {}
         return read_json(path, SMALL_JSON_LIMIT).get("metrics", {})
+
+
+def validation_field(records: list[dict[str, Any]]) -> str:
+    """The field the trainer put its validation in (`VALIDATION_FIELDS`), as the first record having one shows."""
+    return next((f for f in VALIDATION_FIELDS if any(f in record for record in records)), VALIDATION_FIELDS[0])
 
 
 def recorded_seconds(metrics: dict[str, Any]) -> float:
