@@ -49,8 +49,10 @@ class StepLoop:
                              ema=self.ema)
 
     def steps(self) -> Iterator[int]:
-        """The steps still to run, with a progress bar on the main process."""
-        self.progress = tqdm(range(self.start, self.train.steps), initial=self.start, total=self.train.steps,
+        """The steps still to run, up to `stop_at_step` when set, with a progress bar on the main process. None
+        when a resumed checkpoint is already at `stop_at_step`: the run just saves its weights (`final/`)."""
+        end = min(self.train.steps, self.train.stop_at_step) if self.train.stop_at_step else self.train.steps
+        self.progress = tqdm(range(self.start, max(self.start, end)), initial=self.start, total=self.train.steps,
                              desc=self.stage, disable=not self.main)
         return iter(self.progress)
 

@@ -88,6 +88,18 @@ def test_resuming_with_another_schedule_needs_new_schedule(vae_dir: str, tmp_pat
     assert state["step"] == 3 and state["schedule"]["total"] == 6  # the new schedule is saved from now on
 
 
+def test_resuming_at_the_stop_step_exports_its_weights_without_training(vae_dir: str, tmp_path) -> None:
+    """A run stopped by hand between parts: `--resume train.stop_at_step=<its step>` writes final/ of that step."""
+    assert dit(tmp_path, vae_dir, "train.stop_at_step=2") == 0
+    saved = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    assert dit(tmp_path, vae_dir, "--resume", "train.stop_at_step=2") == 0
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert json.loads((tmp_path / "final" / "metrics.json").read_text())["step"] == 2
+    again = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    for name in saved:
+        torch.testing.assert_close(saved[name], again[name], msg=name)
+
+
 def test_unknown_override_is_an_error(vae_dir: str, tmp_path) -> None:
     from bench.training.overrides import ConfigError
 
