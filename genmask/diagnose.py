@@ -166,6 +166,7 @@ def markdown(result: dict, checkpoint: str, command: str, steps: tuple[int, ...]
             minutes = "" if row["wall"] is None else f"{row['wall'] / 60:.0f}"
             lines.append(f"| {row['step']} | {minutes} | {row.get('ciou_all', float('nan')):.3f} | "
                          f"{row.get('ciou_referring', float('nan')):.3f} | {row.get('ciou_reasoning', float('nan')):.3f} |")
+        lines += _compared_curve_lines(curve, result.get("compared_curves", {}))
         lines += _rule_curve_table(curve)
     if "leak" in result:
         lines += ["", *leak_markdown(result["leak"])]
@@ -173,6 +174,27 @@ def markdown(result: dict, checkpoint: str, command: str, steps: tuple[int, ...]
         lines += ["", *_calibration_lines(result["threshold"])]
     lines += _extrapolation_lines(result.get("extrapolation", []))
     return "\n".join(lines) + "\n"
+
+
+def _compared_curve_lines(curve: list[dict], compared: dict[str, list[dict]]) -> list[str]:
+    """This run's validation cIoU beside other runs' at the steps they share (the same held-out scenes when the
+    runs share `train.seed` and `train.val_samples`)."""
+    if not compared:
+        return []
+    mine = {row["step"]: row for row in curve}
+    lines = ["", "### Beside other runs", "",
+             "Validation one-step cIoU (all / referring) at the steps both logs have; other runs: "
+             + ", ".join(f"{label} (`{rows[0]['log']}`)" for label, rows in compared.items()) + ".", "",
+             "| step | this run | " + " | ".join(compared) + " |", "|---|---|" + "---|" * len(compared)]
+    others = {label: {row["step"]: row for row in rows} for label, rows in compared.items()}
+    for step in sorted(mine):
+        if not all(step in rows for rows in others.values()):
+            continue
+        cells = [mine[step], *(rows[step] for rows in others.values())]
+        lines.append(f"| {step} | " + " | ".join(
+            f"{row.get('ciou_all', float('nan')):.3f} / {row.get('ciou_referring', float('nan')):.3f}"
+            for row in cells) + " |")
+    return lines
 
 
 def _rule_curve_table(curve: list[dict]) -> list[str]:
@@ -196,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", default="1,4", help="comma-separated sampling steps to score (default 1,4)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--log", help="the training run's log.jsonl, for the learning curve")
+    parser.add_argument("--compare-log", action="append", default=[], metavar="LABEL=LOG",
+                        help="with --log: another run's log.jsonl, its validation curve drawn and tabled beside this "
+                             "run's (repeatable)")
     parser.add_argument("--out", default="results/genmask-tiny", help="output directory (default results/genmask-tiny)")
     parser.add_argument("--targets", default="ciou_referring=0.8,ciou_reasoning=0.6",
                         help="with --log: curve series and the cIoU each should reach, extrapolated linearly "
@@ -222,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"genmask.diagnose: --steps and --leak-grid take comma-separated numbers ({error})", file=sys.stderr)
         return 2
+    compared = {}
+    for item in args.compare_log:
+        label, sep, log = item.partition("=")
+        if not sep or not Path(log).is_file():
+            print(f"genmask.diagnose: --compare-log takes LABEL=LOG with an existing log.jsonl, got {item!r}",
+                  file=sys.stderr)
+            return 2
+        compared[label] = [{**row, "log": log} for row in learning_curve(Path(log))]
     if min(steps) < 1 or not all(0.0 <= t <= 1.0 for t in grid):
         print("genmask.diagnose: --steps must be >= 1 and --leak-grid values in [0, 1]", file=sys.stderr)
         return 2
@@ -238,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     curve = learning_curve(Path(args.log)) if args.log else []
     if curve:
         plot_learning_curve(curve, out / "learning_curve.png", CURVE_SERIES, xlabel="training step (batch 32)",
-                            ylabel="validation one-step cIoU", title="tiny GenMask: validation during training")
+                            ylabel="validation one-step cIoU", title="tiny GenMask: validation during training",
+                            others={f"{label}: all": (rows, "ciou_all") for label, rows in compared.items()})
         result["learning_curve"] = curve
+        if compared:
+            result["compared_curves"] = compared
         targets = dict(item.split("=") for item in args.targets.split(",") if item)
         fits = [extrapolate(curve, key, float(value)) for key, value in targets.items()]
         result["extrapolation"] = [fit for fit in fits if fit is not None]

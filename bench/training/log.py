@@ -39,8 +39,10 @@ def validation_curve(records: list[dict[str, Any]], field: str, prefix: str = "c
 
 
 def plot_learning_curve(rows: list[dict[str, Any]], path: str | Path, series: dict[str, str], *, xlabel: str,
-                        ylabel: str, title: str, ylim: tuple[float, float] = (0.0, 1.0)) -> None:
-    """A PNG of the `series` ({label: row key}) against the step, with deterministic bytes."""
+                        ylabel: str, title: str, ylim: tuple[float, float] = (0.0, 1.0),
+                        others: dict[str, tuple[list[dict[str, Any]], str]] | None = None) -> None:
+    """A PNG of the `series` ({label: row key}) against the step, with deterministic bytes; `others` ({label:
+    (rows, key)}) adds other runs' curves, dashed."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 3.5))
@@ -48,6 +50,9 @@ def plot_learning_curve(rows: list[dict[str, Any]], path: str | Path, series: di
     steps = [row["step"] for row in rows]
     for label, key in series.items():
         axes.plot(steps, [row.get(key, float("nan")) for row in rows], marker="o", markersize=3, label=label)
+    for label, (other, key) in (others or {}).items():
+        axes.plot([row["step"] for row in other], [row.get(key, float("nan")) for row in other], linestyle="--",
+                  marker="x", markersize=3, label=label)
     axes.set(xlabel=xlabel, ylabel=ylabel, ylim=ylim, title=title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")

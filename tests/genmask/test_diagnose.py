@@ -89,8 +89,13 @@ def test_cli_writes_json_markdown_and_curve(tmp_path) -> None:
                                                            "ciou_reasoning": 0.3, "ciou_by_rule": {"x": 0.5}},
                 "wall": 60.0}]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps({"stage": "dit", "step": step, "val_1step": {"ciou_all": 0.4 + step / 100,
+                                                                                    "ciou_referring": 0.35}})
+                               for step in (5, 10)) + "\n")
     out = tmp_path / "out"
-    argv = ["--checkpoint", str(checkpoint), "--samples", "6", "--steps", "1,2", "--log", str(log), "--out", str(out)]
+    argv = ["--checkpoint", str(checkpoint), "--samples", "6", "--steps", "1,2", "--log", str(log), "--out", str(out),
+            "--compare-log", f"old recipe={other}"]
     assert main(argv) == 0
     result = json.loads((out / "diagnostics.json").read_text())
     assert result["samples"] == 6 and set(result["steps_2"]["ciou_by_rule"]) == set(result["steps_1"]["ciou_by_rule"])
@@ -101,12 +106,20 @@ def test_cli_writes_json_markdown_and_curve(tmp_path) -> None:
     markdown = (out / "DIAGNOSTICS.md").read_text()
     assert "python -m genmask.diagnose --checkpoint" in markdown and "| 10 | 1 | 0.200 |" in markdown
     assert "| x | 0.50 |" in markdown  # per-rule learning curve
+    assert "| step | this run | old recipe |" in markdown and "| 10 | 0.200 / 0.100 | 0.500 / 0.350 |" in markdown
+    assert "| 5 |" not in markdown  # only the steps both logs have
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_names_a_missing_checkpoint(tmp_path, capsys) -> None:
+def test_cli_names_a_missing_checkpoint_and_a_bad_compared_log(tmp_path, capsys) -> None:
     assert main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "nope" in capsys.readouterr().err
+    from bench.synth import vocabulary
+    from genmask.model import GenMask
+
+    GenMask.from_preset("micro", vocabulary=list(vocabulary())).save_pretrained(tmp_path / "ckpt")
+    assert main(["--checkpoint", str(tmp_path / "ckpt"), "--compare-log", str(tmp_path / "missing.jsonl")]) == 2
+    assert "LABEL=LOG" in capsys.readouterr().err
 
 
 def test_extrapolation_fits_the_last_half_of_the_curve_and_says_never_when_it_is_not_rising():
