@@ -2,7 +2,8 @@
 its instruction, the ground truth and each model's mask side by side, in one PNG (deterministic bytes).
 
 Models: the suite's shown leaderboard runs that learned something (trivial and context baselines, rules, are
-left out; oracle's mask is the ground truth) and have a predictions file. Masks are decoded from the predictions'
+left out; oracle's mask is the ground truth) and have a predictions file, one run per model name (its first training
+seed: the others are the same recipe again). Masks are decoded from the predictions'
 RLE; images and ground truth are read through the suite's loader, built as the first such run's spec built it
 (data root and suite options).
 
@@ -152,7 +153,11 @@ def gallery_section(suite: str, runs: list[Run], context: ReportContext, files: 
                     requested: list[tuple[str, str]] | None, page: str) -> list[str]:
     """The suite's gallery on `page`: markdown (figure and a table of the samples) and its PNG files; a short note
     when the data cannot be read; nothing when no learned model has predictions (unless samples were requested)."""
-    shown = [run for run in runs if row_kind(run) == MODEL and context.records(run, suite) is not None]
+    shown: list[Run] = []
+    for run in runs:  # sorted by name, then training seed
+        if (row_kind(run) == MODEL and context.records(run, suite) is not None
+                and all(run.display_name != other.display_name for other in shown)):
+            shown.append(run)
     title = "## Gallery"
     if not shown:
         if requested:

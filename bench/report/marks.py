@@ -3,6 +3,7 @@ one that did not complete. Its name carries them, so no table shows a partial ru
 
 from __future__ import annotations
 
+from bench.report.groups import training_seed
 from bench.report.read_runs import Run
 
 MARK = "⚠"
@@ -39,8 +40,10 @@ def mark_suffix(run: Run, suite: str) -> str:
 
 
 def marked_name(run: Run, suite: str) -> str:
-    """The run's display name with its marks."""
-    return run.display_name + mark_suffix(run, suite)
+    """The run's display name with its training seed, where the run records one (a model's seeds are separate rows
+    of the per-run tables), and its marks."""
+    seed = training_seed(run)
+    return run.display_name + ("" if seed is None else f" · seed {seed}") + mark_suffix(run, suite)
 
 
 MARKS_LEGEND = (f"{MARK} marks a row whose numbers are partial: a run limited by `--limit`, one with failed or missing "

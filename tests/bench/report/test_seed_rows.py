@@ -73,3 +73,14 @@ def test_seeds_of_one_model_are_one_row_with_their_mean_and_spread(pooled):
     report = (pooled / "REPORT.md").read_text()
     assert _row(report, "rival")[-1] == "3" and "A model trained with several seeds is one row" in report
     assert "r1-old" in report.split("Superseded by a newer run")[1]  # the same seed made again: the newer counts
+
+
+def test_per_run_tables_name_each_seed_and_the_gallery_shows_one_run_per_model(pooled):
+    page = (pooled / PAGE).read_text()
+    differences = page.split("minus the reference's")[1].split("\n\n## ")[0]
+    for seed in (0, 1, 2):
+        assert f"| rival · seed {seed} " in differences  # the seeds' rows tell themselves apart
+    assert "| other-rival " in differences and "other-rival · seed" not in page  # no seed recorded: the plain name
+    gallery = page.split("## Gallery")[1]
+    header = next(line for line in gallery.splitlines() if line.startswith("| sample"))
+    assert header.count("rival · seed") == 1 and "rival · seed 0 IoU %" in header  # the first seed stands for them
