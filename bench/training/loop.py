@@ -3,7 +3,7 @@
 A trainer computes the loss of a step; `StepLoop.step` does the rest: backward, gradient clipping, the
 optimizer and EMA steps, the smoothed loss and its log line every 50 steps, validation every `eval_every`
 steps (main process), a checkpoint every `checkpoint_minutes`, and the stop rules (`max_minutes`, agreed by
-all processes, and `stop_at_step`). Wall time is carried over resumes, so a split run logs one clock.
+all processes; `stop_at_step` ends `steps()`). Wall time is carried over resumes, so a split run logs one clock.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class StepLoop:
         # the same config on every process, so only a time limit costs a collective per step
         out_of_time = bool(self.train.max_minutes) and agree(
             self.accelerator, time.time() - self.begin > self.train.max_minutes * 60)
-        if out_of_time or self.done == self.train.stop_at_step:
+        if out_of_time:
             self.progress.close()
             return True
         return False
