@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablation of the method; the recipe searches, marked in `bench list`, run only by name)")
     ablate.add_argument("--budget", default="smoke", choices=["smoke", "small", "full"],
                         help="smoke: minutes on a CPU (the tests); small: the committed results; full: paper scale")
-    ablate.add_argument("--seeds", type=int, help="seeds per variant (default: the budget's)")
+    ablate.add_argument("--seeds", type=int, help="seeds of every variant (default: the budget's `seeds`, and its `variant_seeds` for the variants it names)")
     ablate.add_argument("--suite", nargs="+", help="evaluate on these suites (every split but train) instead")
     ablate.add_argument("--data-root", help="root of the real datasets (default: $BENCH_DATA_ROOT)")
     ablate.add_argument("--out", type=Path, help="output directory (default: $BENCH_RUNS/ablations/NAME, i.e. runs/ablations/NAME; committed pages pass --out results/ablations/NAME)")

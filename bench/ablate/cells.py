@@ -49,18 +49,20 @@ class Cell:
         return Path(out) / "runs" / f"{self.variant}-s{self.seed}-{self.key()}"
 
 
-def parse_only(only: str, ablation: Ablation, budget: str, seeds: list[int]) -> list[tuple[str, int]]:
-    """`VARIANT[:SEED]` -> the (variant, seed) pairs it names; an unknown variant or seed is an error."""
+def parse_only(only: str, ablation: Ablation, budget: str, seed_count: int | None) -> list[tuple[str, int]]:
+    """`VARIANT[:SEED]` -> the (variant, seed) pairs it names (`seed_count`: --seeds, else the budget's count for
+    the variant); an unknown variant or seed is an error."""
     variant, sep, seed = only.partition(":")
     names = ablation.variant_names(budget)
     if variant not in names:
         from bench.ablate.spec import unknown
 
         raise BenchError(f"--only: {unknown(f'variant of {ablation.name} at budget {budget}', variant, names)}")
+    seeds = ablation.seeds(budget, seed_count, variant)
     if not sep:
         return [(variant, s) for s in seeds]
     if not seed.isdecimal() or int(seed) not in seeds:
-        raise BenchError(f"--only: seed {seed!r} is not one of this budget's seeds {seeds}")
+        raise BenchError(f"--only: seed {seed!r} is not one of {variant}'s seeds at budget {budget}: {seeds}")
     return [(variant, int(seed))]
 
 

@@ -72,15 +72,14 @@ def run(options: Options) -> int:
     ablation = load_ablation(options.name)
     out = options.out or default_out(ablation.name)
     kind = ABLATION_KINDS.get(ablation.kind)()
-    seeds = ablation.seeds(options.budget, options.seeds)
     overrides = options.config_overrides()
-    cells = resolve_cells(ablation, options.budget, seeds, overrides, kind, options.data_root)
+    cells = resolve_cells(ablation, options.budget, options.seeds, overrides, kind, options.data_root)
     if options.list_cells:
         print("\n".join(cell.name for cell in cells))
         return 0
     chosen = cells
     if options.only:
-        wanted = set(parse_only(options.only, ablation, options.budget, seeds))
+        wanted = set(parse_only(options.only, ablation, options.budget, options.seeds))
         chosen = [cell for cell in cells if (cell.variant, cell.seed) in wanted]
     failed = 0
     if not options.collect and options.cluster is not None and options.cluster.submits:
@@ -140,15 +139,17 @@ def submit_cells(ablation: Ablation, cells: list[Cell], out: Path, options: Opti
     return len(failures)
 
 
-def resolve_cells(ablation: Ablation, budget: str, seeds: list[int], overrides: dict[str, Any],
+def resolve_cells(ablation: Ablation, budget: str, seed_count: int | None, overrides: dict[str, Any],
                   kind: AblationKind, data_root: str | None) -> list[Cell]:
-    """Every (variant, seed) of the budget, in variant order then seed order."""
+    """Every (variant, seed) of the budget, in variant order then seed order (`seed_count`: --seeds, else the
+    budget's count for each variant)."""
     cells = []
     fingerprints: dict[str, dict[str, str]] = {}
     for variant in ablation.variant_names(budget):
         config = ablation.resolve(variant, budget, overrides)
         data = fingerprints.setdefault(repr(kind.data_identity(config)), kind.fingerprints(config, data_root))
-        cells += [Cell(ablation.name, variant, seed, budget, config, data) for seed in seeds]
+        cells += [Cell(ablation.name, variant, seed, budget, config, data)
+                  for seed in ablation.seeds(budget, seed_count, variant)]
     return cells
 
 

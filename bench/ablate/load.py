@@ -15,7 +15,8 @@ An ablation is one TOML file in `bench/ablate/defs/` (nanoGPT-style config files
     [variants.NAME]                # overrides of base keys; a table value (model_args) is merged into base's
     [grid]                         # optional: more variants, the product of named axes (bench.ablate.grid),
                                    # after the [variants] ones
-    [budgets.smoke|small|full]     # overrides of base keys, plus `seeds` and `variants` (the subset to run)
+    [budgets.smoke|small|full]     # overrides of base keys, plus `seeds`, `variants` (the subset to run) and
+                                   # `variant_seeds` ({ VARIANT = N }: more seeds for those variants)
     [[claims]]                     # text, rule, metric, margin, paper: judged by bench.ablate.verdicts
 
 Every key is checked: an unknown one is an error naming the file and suggesting the closest known key (the
@@ -103,6 +104,7 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
         for variant in values.get("variants", []):
             if variant not in variants:
                 raise BenchError(f"{path.name}: budget {budget}: {unknown('variant', variant, list(variants))}")
+        _check_variant_seeds(values, variants, f"{path.name}: budget {budget}")
     claims = []
     for claim in data.get("claims", []):
         check_keys(claim, CLAIM_KEYS, f"{path.name}: claim")
@@ -128,3 +130,17 @@ def load_ablation(name: str, directory: Path = DEFS) -> Ablation:
         for variant in ablation.variant_names(budget):
             ablation.resolve(variant, budget)
     return ablation
+
+
+def _check_variant_seeds(budget: dict[str, Any], variants: dict[str, Any], where: str) -> None:
+    """`variant_seeds = { VARIANT = N }`: known variants, each N a whole number at least the budget's `seeds`."""
+    table = budget.get("variant_seeds", {})
+    if not isinstance(table, dict):
+        raise BenchError(f"{where}: variant_seeds must be a table of VARIANT = seed count")
+    floor = budget.get("seeds", 1)
+    for variant, count in table.items():
+        if variant not in variants:
+            raise BenchError(f"{where}: variant_seeds: {unknown('variant', variant, list(variants))}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < floor:
+            raise BenchError(f"{where}: variant_seeds: {variant} = {count!r} must be a whole number of seeds, at "
+                             f"least the budget's seeds ({floor})")

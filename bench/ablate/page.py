@@ -64,10 +64,18 @@ def _underpowered(ablation: Ablation, budget: str, verdicts: list[Verdict]) -> l
     variants = dict.fromkeys(name for claim, _ in weak for name in (claim.compare or (ablation.reference,)))
     base = f"python -m bench ablate {ablation.name} --budget {budget} --seeds {SEEDS_FOR_SMALL_EFFECTS}"
     commands = ", ".join(f"`{base} --only {name}`" for name in variants)
+    declared = ", ".join(f"{toml_key(name)} = {SEEDS_FOR_SMALL_EFFECTS}" for name in variants)
     return [f"**Too few seeds for a small effect**: a claim whose effect is under {100 * SMALL_EFFECT:.0f} points "
             f"needs {SEEDS_FOR_SMALL_EFFECTS} training seeds before its verdict is quoted: {listed}. The missing "
             f"seeds: {commands} (with this page's `--out`; complete cells are reused; for a best-on-val claim, the "
-            f"variant val chose too), then `{base} --collect`.", ""]
+            f"variant val chose too), then declare them in the budget of `bench/ablate/defs/{ablation.name}.toml` "
+            f"(`variant_seeds = {{ {declared} }}`) "
+            f"and assemble with `python -m bench ablate {ablation.name} --budget {budget} --collect`.", ""]
+
+
+def toml_key(name: str) -> str:
+    """A variant name as a TOML key: bare when it can be, quoted otherwise ("tail-0.1@1")."""
+    return name if name.replace("-", "").replace("_", "").isalnum() else f'"{name}"'
 
 
 def provenance_lines(directories: list[Path]) -> list[str]:

@@ -14,7 +14,9 @@ from typing import Any
 
 from bench.errors import BenchError, check_run_sizes
 
-BUDGET_KEYS = ("seeds", "variants")  # a budget's own keys, beside overrides of the base configuration
+# a budget's own keys, beside overrides of the base configuration: its seed count, the variants it runs, and
+# `variant_seeds`, more seeds for some variants (issue 18: 5 for the variants of a claim whose effect is small)
+BUDGET_KEYS = ("seeds", "variants", "variant_seeds")
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,11 @@ class Ablation:
             raise BenchError(f"ablation {self.name!r} has no budget {name!r}; budgets: {', '.join(self.budgets)}")
         return self.budgets[name]
 
-    def seeds(self, budget: str, override: int | None = None) -> list[int]:
-        """Seed k of every variant is seed k: the same samples, batches and noise."""
-        count = override if override is not None else self.budget(budget).get("seeds", 1)
+    def seeds(self, budget: str, override: int | None = None, variant: str | None = None) -> list[int]:
+        """Seed k of every variant is seed k: the same samples, batches and noise. A variant the budget's
+        `variant_seeds` names has that many; `override` (--seeds) sets every variant's count."""
+        table = self.budget(budget)
+        count = override if override is not None else table.get("variant_seeds", {}).get(variant, table.get("seeds", 1))
         if count < 1:
             raise BenchError(f"--seeds must be at least 1, got {count}")
         return list(range(count))

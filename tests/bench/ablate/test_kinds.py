@@ -83,3 +83,29 @@ def test_a_kind_registered_from_outside_runs_through_the_driver(tmp_path, monkey
     assert driver.run(driver.Options(name="toy", out=tmp_path / "out")) == 0
     assert (tmp_path / "out" / "page.md").read_text() == "one:0 0\none:1 1\nthree:0 0\nthree:1 3\n"
     assert "wrote" in capsys.readouterr().out
+
+
+def test_variant_seeds_gives_the_named_variants_more_seeds_and_only_those(tmp_path, monkeypatch):
+    monkeypatch.setitem(ABLATION_KINDS._entries, "count", CountKind)
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "toy.toml").write_text('kind = "count"\nreference = "one"\n[variants.one]\n[variants.three]\ncount = 3\n'
+                                   '[budgets.smoke]\nseeds = 2\nvariant_seeds = { three = 3 }\n')
+    monkeypatch.setattr(driver, "load_ablation", functools.partial(load_ablation, directory=defs))
+    assert driver.run(driver.Options(name="toy", out=tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "page.md").read_text() == "one:0 0\none:1 1\nthree:0 0\nthree:1 3\nthree:2 6\n"
+    with pytest.raises(BenchError, match="seed '2' is not one of one's seeds"):
+        driver.run(driver.Options(name="toy", out=tmp_path / "out", only="one:2"))
+    assert driver.run(driver.Options(name="toy", out=tmp_path / "other", only="three:2")) == 0  # its own count
+    assert driver.run(driver.Options(name="toy", out=tmp_path / "out", seeds=1, collect=True)) == 0  # --seeds: all
+    assert (tmp_path / "out" / "page.md").read_text() == "one:0 0\nthree:0 0\n"
+
+
+@pytest.mark.parametrize("table, message", [("{ four = 5 }", "unknown variant 'four'"),
+                                            ("{ three = 1 }", "at least the budget's seeds"),
+                                            ("{ three = 2.5 }", "whole number")])
+def test_variant_seeds_names_a_known_variant_and_no_fewer_seeds_than_the_budget(tmp_path, table, message):
+    (tmp_path / "toy.toml").write_text('reference = "one"\n[variants.one]\n[variants.three]\n'
+                                       f"[budgets.smoke]\nseeds = 2\nvariant_seeds = {table}\n")
+    with pytest.raises(BenchError, match=message):
+        load_ablation("toy", directory=tmp_path)

@@ -134,6 +134,7 @@ def test_a_small_effect_on_fewer_than_five_seeds_is_flagged_with_the_commands_th
     flagged = note([small, large])
     assert "(-1.0 points, 3 seeds)" in flagged and "mask loss" not in flagged.split("The missing seeds")[0]
     assert "--seeds 5 --only near-1`" in flagged and "--seeds 5 --only tail-0.05`" in flagged
+    assert "`variant_seeds = { near-1 = 5, \"tail-0.05\" = 5 }`" in flagged  # a valid TOML table
     assert note([large]) == "" and note([five]) == ""
 
 
