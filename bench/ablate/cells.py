@@ -52,8 +52,9 @@ class Cell:
 def parse_only(only: str, ablation: Ablation, budget: str, seed_count: int | None) -> list[tuple[str, int]]:
     """`VARIANT[:SEED]` -> the (variant, seed) pairs it names (`seed_count`: --seeds, else the budget's count for
     the variant); an unknown variant or seed is an error."""
-    variant, sep, seed = only.partition(":")
     names = ablation.variant_names(budget)
+    # a variant's own name may hold colons ("joint-1:1"): the whole string first, else the seed after the last one
+    variant, sep, seed = (only, "", "") if only in names or ":" not in only else only.rpartition(":")
     if variant not in names:
         from bench.ablate.spec import unknown
 

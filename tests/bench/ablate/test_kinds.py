@@ -109,3 +109,14 @@ def test_variant_seeds_names_a_known_variant_and_no_fewer_seeds_than_the_budget(
                                        f"[budgets.smoke]\nseeds = 2\nvariant_seeds = {table}\n")
     with pytest.raises(BenchError, match=message):
         load_ablation("toy", directory=tmp_path)
+
+
+def test_only_names_a_variant_whose_name_holds_a_colon_with_or_without_its_seed():
+    from bench.ablate.cells import parse_only
+
+    joint = load_ablation("joint")
+    assert parse_only("joint-1:1:2", joint, "small", None) == [("joint-1:1", 2)]
+    assert parse_only("joint-1:1", joint, "small", None) == [("joint-1:1", 0), ("joint-1:1", 1), ("joint-1:1", 2)]
+    assert parse_only("untrained:1", joint, "small", None) == [("untrained", 1)]
+    with pytest.raises(BenchError, match="seed '3' is not one of joint-1:1's seeds"):
+        parse_only("joint-1:1:3", joint, "small", None)
