@@ -137,7 +137,8 @@ class TrainKind(EvalKind):
 
     def learning_curves(self, cells: list[Cell], out: Path) -> dict[str, dict[int, list[float]]]:
         """Per training (the variant's name before any `@STEPS`), per logged step, the in-training one-step validation
-        cIoU of each seed, from the cells' kept logs."""
+        cIoU of each seed, from the cells' kept logs (their final record too: a no-training control's only point,
+        at step 0)."""
         from bench.training.log import read_log, validation_curve
 
         curves: dict[str, dict[int, dict[int, float]]] = {}
@@ -147,6 +148,7 @@ class TrainKind(EvalKind):
                 continue
             by_step = curves.setdefault(cell.variant.split("@")[0], {})
             records = read_log(path)
+            records += [record["final"] for record in records if isinstance(record.get("final"), dict)]
             for row in validation_curve(records, validation_field(records)):
                 if "ciou_all" in row:
                     by_step.setdefault(row["step"], {})[cell.seed] = row["ciou_all"]
@@ -190,12 +192,16 @@ def learning_curve_plot(curves: dict[str, dict[int, list[float]]]) -> bytes:
     with matplotlib.style.context("default"):
         figure = Figure(figsize=(7, 4))
         axes = figure.subplots()
+        last = max(step for by_step in curves.values() for step in by_step)
         for label, by_step in curves.items():
             steps = list(by_step)
             values = [[100 * v for v in by_step[step]] for step in steps]
             seeds = max(len(v) for v in values)
-            axes.plot(steps, [sum(v) / len(v) for v in values], marker="o", markersize=3,
-                      label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+            start = steps == [0]  # a no-training control: where every arm starts, drawn across the whole run
+            if start:
+                steps, values = [0, last], values * 2
+            axes.plot(steps, [sum(v) / len(v) for v in values], marker="o", markersize=3, linestyle="--" if start else "-",
+                      label=f"{label}{': the start' * start} ({seeds} seed{'s' * (seeds > 1)})")
             axes.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
         axes.set(xlabel="training step", ylabel="validation cIoU %, one step")
         axes.set_title("in-training validation, held-out scenes (mean; band: seeds' range)", fontsize="medium")

@@ -137,3 +137,22 @@ def test_a_rival_learning_rate_sweep_trains_the_rival_and_val_chooses_the_value(
     rows = [line.split("|") for line in training.splitlines() if line.startswith("| lr-")]
     assert len(rows) == 2 and all(row[5].strip() not in ("", "nan") for row in rows)  # the rival's own val field
     assert "learning_curves.png" in page  # read from the rival's log ("val", not GenMask's "val_1step")
+
+
+def test_a_no_training_controls_final_validation_starts_the_learning_curves(tmp_path, monkeypatch):
+    from bench.ablate.train import TRAINING_LOG, TrainKind, learning_curve_plot
+
+    joint = load_ablation("joint")
+    logs = {"untrained": [{"stage": "dit", "final": {"step": 0, "val_1step": {"ciou_all": 0.30}}}],
+            "segmentation-only": [{"stage": "dit", "step": 50, "val_1step": {"ciou_all": 0.32}},
+                                  {"stage": "dit", "final": {"step": 100, "val_1step": {"ciou_all": 0.33}}}]}
+    cells = []
+    for variant, records in logs.items():
+        cell = Cell("joint", variant, 0, "small", joint.resolve(variant, "small"), {})
+        cell.directory(tmp_path).mkdir(parents=True)
+        (cell.directory(tmp_path) / TRAINING_LOG).write_text("".join(json.dumps(r) + "\n" for r in records))
+        cells.append(cell)
+    monkeypatch.setattr(TrainKind, "is_complete", lambda self, directory: True)
+    curves = TrainKind().learning_curves(cells, tmp_path)
+    assert curves == {"untrained": {0: [0.30]}, "segmentation-only": {50: [0.32], 100: [0.33]}}
+    assert learning_curve_plot(curves)[:4] == b"\x89PNG"
