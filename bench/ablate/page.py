@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def _underpowered(ablation: Ablation, budget: str, verdicts: list[Verdict]) -> l
         return []
     listed = "; ".join(f"\"{v.claim}\" ({_points(v.value)} points, {_count(len(v.per_seed), 'seed')})"
                        for _, v in weak)
-    variants = dict.fromkeys(name for claim, _ in weak for name in (claim.compare or (ablation.reference,)))
+    variants = dict.fromkeys([*(name for claim, _ in weak for name in (claim.compare or (ablation.reference,))),
+                              *([ablation.reference, ablation.control] if ablation.control else [])])  # its check too
     base = f"python -m bench ablate {ablation.name} --budget {budget} --seeds {SEEDS_FOR_SMALL_EFFECTS}"
     commands = ", ".join(f"`{base} --only {name}`" for name in variants)
     declared = ", ".join(f"{toml_key(name)} = {SEEDS_FOR_SMALL_EFFECTS}" for name in variants)
@@ -75,7 +77,7 @@ def _underpowered(ablation: Ablation, budget: str, verdicts: list[Verdict]) -> l
 
 def toml_key(name: str) -> str:
     """A variant name as a TOML key: bare when it can be, quoted otherwise ("tail-0.1@1")."""
-    return name if name.replace("-", "").replace("_", "").isalnum() else f'"{name}"'
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
 
 
 def provenance_lines(directories: list[Path]) -> list[str]:

@@ -153,3 +153,19 @@ def test_the_cost_line_counts_a_shared_training_once_and_sums_the_evaluations(tm
     assert line.startswith("- cost: training 1.50 h (1 training; 1 without a recorded time), evaluation 1.00 h (2 cells)")
     (line,) = cost_lines(cells[:1], {})
     assert line.startswith("- cost: evaluation 0.50 h (1 cell)")
+
+
+def test_a_fine_tune_pages_small_effect_note_adds_its_control_and_reference_for_the_control_check() -> None:
+    import dataclasses
+
+    from bench.ablate.load import load_ablation
+    from bench.ablate.page import render
+    from bench.ablate.verdicts import INCONCLUSIVE, Verdict
+
+    joint = load_ablation("joint")
+    claim = next(c for c in joint.claims if c.compare == ("joint-1:1", "segmentation-only-lr-matched"))
+    small = Verdict(claim.text, "q", 0.01, [-0.02, 0.04], -0.01, "above", INCONCLUSIVE, per_seed=[0.0, 0.02, 0.01])
+    page = render(dataclasses.replace(joint, claims=[claim]), "small", "cmd", [], [], [small], [], []).decode()
+    note = next(line for line in page.splitlines() if line.startswith("**Too few seeds"))
+    assert ('`variant_seeds = { "joint-1:1" = 5, segmentation-only-lr-matched = 5, segmentation-only = 5, '
+            "untrained = 5 }`") in note
