@@ -116,7 +116,7 @@ def test_only_names_a_variant_whose_name_holds_a_colon_with_or_without_its_seed(
 
     joint = load_ablation("joint")
     assert parse_only("joint-1:1:2", joint, "small", None) == [("joint-1:1", 2)]
-    assert parse_only("joint-1:1", joint, "small", None) == [("joint-1:1", 0), ("joint-1:1", 1), ("joint-1:1", 2)]
+    assert parse_only("joint-2:1", joint, "small", None) == [("joint-2:1", 0), ("joint-2:1", 1), ("joint-2:1", 2)]
     assert parse_only("untrained:1", joint, "small", None) == [("untrained", 1)]
-    with pytest.raises(BenchError, match="seed '3' is not one of joint-1:1's seeds"):
-        parse_only("joint-1:1:3", joint, "small", None)
+    with pytest.raises(BenchError, match="seed '3' is not one of joint-2:1's seeds"):
+        parse_only("joint-2:1:3", joint, "small", None)
