@@ -73,25 +73,25 @@ class CountKind:
         return [page]
 
 
-def test_a_kind_registered_from_outside_runs_through_the_driver(tmp_path, monkeypatch, capsys):
+def _toy_count_ablation(tmp_path: Path, monkeypatch, budget: str) -> None:
+    """defs/toy.toml of kind "count" (variants one and three, smoke budget `budget`), loaded by the driver."""
     monkeypatch.setitem(ABLATION_KINDS._entries, "count", CountKind)
     defs = tmp_path / "defs"
     defs.mkdir()
     (defs / "toy.toml").write_text('kind = "count"\nreference = "one"\n[variants.one]\n[variants.three]\ncount = 3\n'
-                                   "[budgets.smoke]\nseeds = 2\n")
+                                   f"[budgets.smoke]\n{budget}")
     monkeypatch.setattr(driver, "load_ablation", functools.partial(load_ablation, directory=defs))
+
+
+def test_a_kind_registered_from_outside_runs_through_the_driver(tmp_path, monkeypatch, capsys):
+    _toy_count_ablation(tmp_path, monkeypatch, "seeds = 2\n")
     assert driver.run(driver.Options(name="toy", out=tmp_path / "out")) == 0
     assert (tmp_path / "out" / "page.md").read_text() == "one:0 0\none:1 1\nthree:0 0\nthree:1 3\n"
     assert "wrote" in capsys.readouterr().out
 
 
 def test_variant_seeds_gives_the_named_variants_more_seeds_and_only_those(tmp_path, monkeypatch):
-    monkeypatch.setitem(ABLATION_KINDS._entries, "count", CountKind)
-    defs = tmp_path / "defs"
-    defs.mkdir()
-    (defs / "toy.toml").write_text('kind = "count"\nreference = "one"\n[variants.one]\n[variants.three]\ncount = 3\n'
-                                   '[budgets.smoke]\nseeds = 2\nvariant_seeds = { three = 3 }\n')
-    monkeypatch.setattr(driver, "load_ablation", functools.partial(load_ablation, directory=defs))
+    _toy_count_ablation(tmp_path, monkeypatch, "seeds = 2\nvariant_seeds = { three = 3 }\n")
     assert driver.run(driver.Options(name="toy", out=tmp_path / "out")) == 0
     assert (tmp_path / "out" / "page.md").read_text() == "one:0 0\none:1 1\nthree:0 0\nthree:1 3\nthree:2 6\n"
     with pytest.raises(BenchError, match="seed '2' is not one of one's seeds"):
